@@ -1,0 +1,53 @@
+//! `trireme-mvcc`: the MVCC key-value state machine of a Trireme replica, on sled,
+//! with the etcd v3 data model.
+//!
+//! It owns everything a committed command does to the data: one global revision,
+//! per-key versions, ranges (current and historical), transactions, leases (grant,
+//! attach, revoke: not expiry), the event history that watches replay, compaction,
+//! a consistency hash, and snapshots. The Raft layer hands it committed entries with
+//! [`Store::apply_batch`]; API threads read concurrently.
+//!
+//! It must not depend on Raft, the network, tokio, HTTP or JSON: its only I/O is sled
+//! and the files under its own directory.
+//!
+//! # Layout
+//! - `types`: the data model: [`Command`], [`CommandResult`], requests and responses,
+//!   [`KeyValue`], [`Event`], [`ApplyEntry`], [`AppliedState`], [`prefix_end`].
+//! - `error`: [`StorageError`] (fatal), [`CommandError`] (expected, deterministic),
+//!   [`ReadError`], [`SnapshotError`].
+//! - `keys`: the on-disk layout of the one sled tree (record prefixes, key encoding).
+//! - `view`: the tree seen through the pending writes of the apply group being built.
+//! - `read`: ranges, history reads, events, leases over a view.
+//! - `apply`: executes commands into one atomic batch; `txn`: compares and txn ops.
+//! - `store`: [`Store`], the shared handle: open, apply, reads, hash, sync.
+//! - `snapshot`: [`Store::write_snapshot`] and [`Store::restore`].
+//!
+//! # Invariants
+//! - One apply group is one atomic sled batch, together with its [`AppliedState`];
+//!   re-applying an index is a no-op.
+//! - Readers never see half an apply group: the batch is written under a write lock.
+//! - A command refused with a [`CommandError`] writes nothing, on every replica alike.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod apply;
+mod error;
+mod keys;
+mod read;
+mod snapshot;
+mod store;
+mod txn;
+mod types;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{CommandError, ReadError, SnapshotError, StorageError, MAX_TXN_OPS};
+pub use store::Store;
+pub use types::{
+    prefix_end, AppliedState, ApplyEntry, ApplyResult, Command, CommandResult, Compare,
+    CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind,
+    KeyValue, LeaseInfo, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    ResponseOp, SnapshotInfo, TxnRequest, TxnResponse,
+};

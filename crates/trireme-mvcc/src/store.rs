@@ -1,0 +1,265 @@
+//! [`Store`]: the handle shared by the Raft apply loop and the API readers.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::apply::Applier;
+use crate::error::{CommandError, ReadError, StorageError};
+use crate::keys::{self, KeyRange};
+use crate::read::{self, ReadCtx};
+use crate::types::{
+    AppliedState, ApplyEntry, ApplyResult, CommandResult, Event, LeaseInfo, RangeRequest,
+    RangeResponse,
+};
+use crate::view::View;
+
+/// Name of the one sled tree holding every record.
+pub(crate) const TREE: &str = "trireme-mvcc";
+
+/// The MVCC key-value state machine on sled. `Send + Sync`; every method takes `&self`.
+///
+/// Durability: [`Store::apply_batch`] writes one atomic sled batch, which sled persists
+/// on its own schedule; only [`Store::sync`] makes everything applied so far durable.
+/// After a crash the store comes back at some applied index at or after the last sync,
+/// with exactly the state that index produced.
+pub struct Store {
+    /// Kept for `flush`; all records live in `tree`.
+    pub(crate) db: sled::Db,
+    pub(crate) tree: sled::Tree,
+    /// The store directory (sled's files are `db`, `conf`, `blobs/*`).
+    dir: PathBuf,
+    /// A handle on sled's data file, to `sync_all` it (sled's flush is not an fsync).
+    db_file: File,
+    /// Serializes appliers, so a batch can be built without blocking readers.
+    apply_lock: Mutex<()>,
+    /// Readers hold it shared; an apply holds it exclusively only while sled applies the
+    /// batch, so no reader ever sees half a batch (sled scans are not snapshots).
+    state: RwLock<State>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("state", &*self.read_state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// In-memory copy of the meta records, changed only together with them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct State {
+    pub revision: u64,
+    pub compact_revision: u64,
+    pub applied: AppliedState,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StorageError> {
+        let db = sled::Config::new().path(dir).open()?;
+        Store::from_db(dir, db)
+    }
+
+    pub(crate) fn from_db(dir: &Path, db: sled::Db) -> Result<Store, StorageError> {
+        let tree = db.open_tree(TREE)?;
+        match tree.get(keys::META_FORMAT)? {
+            Some(raw) => {
+                let v = keys::decode_u64("format version", &raw)?;
+                if v != keys::FORMAT_VERSION {
+                    return Err(StorageError::corrupt("format version", format!("{v}")));
+                }
+            }
+            None if tree.is_empty() => {
+                tree.insert(keys::META_FORMAT, &keys::FORMAT_VERSION.to_be_bytes())?;
+            }
+            None => return Err(StorageError::corrupt("format version", "missing")),
+        }
+        let state = load_state(&tree)?;
+        let db_file = File::open(dir.join("db"))?;
+        Ok(Store {
+            db,
+            tree,
+            dir: dir.to_path_buf(),
+            db_file,
+            apply_lock: Mutex::new(()),
+            state: RwLock::new(state),
+        })
+    }
+
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        // A panic never leaves `State` half-updated (it is replaced after the batch), so
+        // a poisoned lock still guards consistent data.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_apply(&self) -> MutexGuard<'_, ()> {
+        self.apply_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Current store revision, 0 for an empty store.
+    pub fn revision(&self) -> u64 {
+        self.read_state().revision
+    }
+
+    /// Revision of the last compaction, 0 if never compacted.
+    pub fn compact_revision(&self) -> u64 {
+        self.read_state().compact_revision
+    }
+
+    pub fn applied(&self) -> AppliedState {
+        self.read_state().applied.clone()
+    }
+
+    /// Applies committed entries in order, all in ONE sled batch together with the new
+    /// [`AppliedState`]. An entry whose index is <= the applied index is skipped with
+    /// `Err(CommandError::AlreadyApplied)`; `command: None` only moves the applied index;
+    /// `conf_state: Some(..)` replaces the stored conf state. One result per entry.
+    pub fn apply_batch(&self, entries: &[ApplyEntry]) -> Result<Vec<ApplyResult>, StorageError> {
+        let _applying = self.lock_apply();
+        let start = self.read_state().clone();
+        let mut applier = Applier::new(&self.tree, start.revision, start.compact_revision);
+        let mut applied = start.applied.clone();
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if entry.index <= applied.index {
+                results.push(Err(CommandError::AlreadyApplied));
+                continue;
+            }
+            results.push(match &entry.command {
+                Some(cmd) => applier.apply(cmd)?,
+                None => Ok(CommandResult::Noop {
+                    revision: applier.revision,
+                }),
+            });
+            applied.index = entry.index;
+            applied.term = entry.term;
+            if let Some(cs) = &entry.conf_state {
+                applied.conf_state.clone_from(cs);
+            }
+        }
+        if applied.index == start.applied.index {
+            return Ok(results);
+        }
+        let new_state = State {
+            revision: applier.revision,
+            compact_revision: applier.compact_revision,
+            applied: applied.clone(),
+        };
+        let batch = applier.into_batch(&applied)?;
+        let mut state = self.write_state();
+        self.tree.apply_batch(batch)?;
+        *state = new_state;
+        Ok(results)
+    }
+
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, ReadError> {
+        let state = self.read_state();
+        let ctx = ReadCtx {
+            current: state.revision,
+            compact: state.compact_revision,
+            kv_revision: Some(state.revision),
+        };
+        read::range(View::new(&self.tree, None), req, ctx)
+    }
+
+    /// Events with revision >= `from_revision` whose key is in `[key, range_end)` (etcd
+    /// `range_end` conventions), in (revision, sub-revision) order, at most `limit`
+    /// (0: no limit; a revision may be cut in half). `with_prev_kv` fills
+    /// [`Event::prev_kv`] (None if the key did not exist or it was compacted away).
+    pub fn events(
+        &self,
+        from_revision: u64,
+        key: &[u8],
+        range_end: &[u8],
+        limit: usize,
+        with_prev_kv: bool,
+    ) -> Result<Vec<Event>, ReadError> {
+        let state = self.read_state();
+        if from_revision < state.compact_revision {
+            return Err(ReadError::Compacted {
+                compact_revision: state.compact_revision,
+            });
+        }
+        let keys = KeyRange::new(key, range_end);
+        Ok(read::events(
+            &self.tree,
+            from_revision,
+            &keys,
+            limit,
+            with_prev_kv,
+        )?)
+    }
+
+    pub fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, StorageError> {
+        let _state = self.read_state();
+        read::lease(View::new(&self.tree, None), id)
+    }
+
+    /// Every lease, in id order.
+    pub fn leases(&self) -> Result<Vec<LeaseInfo>, StorageError> {
+        let _state = self.read_state();
+        read::leases(View::new(&self.tree, None))
+    }
+
+    /// crc32 of all MVCC data (every kept version, events, leases, revision, compact
+    /// revision), but not the applied index, term or conf state: replicas that applied
+    /// the same entries, or restored the same snapshot, have the same hash.
+    pub fn hash(&self) -> Result<u32, StorageError> {
+        let _state = self.read_state();
+        let mut h = crc32fast::Hasher::new();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            if k.as_ref() == keys::META_APPLIED {
+                continue;
+            }
+            h.update(&(k.len() as u64).to_be_bytes());
+            h.update(&k);
+            h.update(&(v.len() as u64).to_be_bytes());
+            h.update(&v);
+        }
+        Ok(h.finalize())
+    }
+
+    /// Makes everything applied so far durable: sled `flush()`, then `sync_all` on sled's
+    /// data file, its blob files and the directories. An fsync error is returned, never
+    /// retried: the caller must stop.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        self.db_file.sync_all()?;
+        let blobs = self.dir.join("blobs");
+        if blobs.is_dir() {
+            for entry in std::fs::read_dir(&blobs)? {
+                File::open(entry?.path())?.sync_all()?;
+            }
+            File::open(&blobs)?.sync_all()?;
+        }
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+fn load_state(tree: &sled::Tree) -> Result<State, StorageError> {
+    let u64_meta = |name: &'static [u8], what: &'static str| -> Result<u64, StorageError> {
+        tree.get(name)?
+            .map(|raw| keys::decode_u64(what, &raw))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    let applied = match tree.get(keys::META_APPLIED)? {
+        Some(raw) => keys::decode("applied state", &raw)?,
+        None => AppliedState::default(),
+    };
+    Ok(State {
+        revision: u64_meta(keys::META_REVISION, "revision")?,
+        compact_revision: u64_meta(keys::META_COMPACT, "compact revision")?,
+        applied,
+    })
+}

@@ -1,0 +1,954 @@
+//! The Raft thread: the one owner of the `RawNode`, the log and the state machine.
+//!
+//! Everything that makes Raft work arrives on two channels (`Request`s from handles,
+//! `Event`s from the transport) and is handled in [`Driver::run`]'s loop: wait for the
+//! first event or the next tick, drain everything queued (so many proposals share
+//! one Ready, one sled batch and one fsync), tick, issue batched ReadIndex requests,
+//! process the Ready, then build snapshots and compact the log when due.
+//!
+//! It is an OS thread, not a tokio task, because the fsync in every Ready blocks.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+};
+use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
+use raft_proto::ConfChangeI as _;
+use tokio::sync::{oneshot, watch};
+
+use crate::durable::sync_dir;
+use crate::error::{ProposeError, ReadError, StartError, StorageError, UncertainReason};
+use crate::log_store::LogStore;
+use crate::logger::raft_logger;
+use crate::node::{Bootstrap, Event, Mailbox, NodeConfig, NodeHandle, NodeStatus, Request, Role};
+use crate::state_machine::{decode_conf_state, encode_conf_state, ApplyEntry, StateMachine};
+use crate::transport::{SnapshotFile, Transport};
+
+/// Founding members start with the log truncated at this index and term, and the
+/// initial membership applied there. Any node that joins later has an empty log, so
+/// the leader must send it a snapshot (with the membership) before any entry: a
+/// joiner can never replay a log that lacks the founding configuration.
+pub const INITIAL_INDEX: u64 = 5;
+pub const INITIAL_TERM: u64 = 5;
+
+/// Most queued requests and events handled before the next Ready.
+const MAX_DRAIN: usize = 8192;
+
+/// A fail-stop condition: the loop ends and the node reports it in its status.
+struct Fatal(String);
+
+impl From<StorageError> for Fatal {
+    fn from(e: StorageError) -> Self {
+        Fatal(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Fatal {
+    fn from(e: std::io::Error) -> Self {
+        Fatal(format!("snapshot file I/O: {e}"))
+    }
+}
+
+struct Pending<R> {
+    deadline: Instant,
+    reply: oneshot::Sender<R>,
+}
+
+type ReadReply = Pending<Result<u64, ReadError>>;
+
+/// A batch of reads sharing one ReadIndex request.
+struct InFlightRead {
+    waiters: Vec<ReadReply>,
+    /// Tick at which the request was (re)issued; raft-rs drops ReadIndex silently in
+    /// some states (a new leader before its first commit), so it is re-issued.
+    issued_at: u64,
+}
+
+/// Which reply an applied entry owes.
+enum Owed {
+    Proposal(Vec<u8>),
+    ConfChange(Vec<u8>, Result<ConfState, ProposeError>),
+}
+
+pub(crate) fn start<SM, T>(
+    config: NodeConfig,
+    mut sm: SM,
+    transport: Arc<T>,
+) -> Result<Arc<NodeHandle<SM::Output>>, StartError>
+where
+    SM: StateMachine,
+    T: Transport,
+{
+    config.validate()?;
+    let io = |e: std::io::Error| StartError::Storage(StorageError::Io(e));
+    let sm_err = |e: SM::Error| StartError::StateMachine(e.to_string());
+    std::fs::create_dir_all(config.log_dir()).map_err(io)?;
+    std::fs::create_dir_all(config.snap_dir()).map_err(io)?;
+    remove_stale_snapshot_files(&config.snap_dir()).map_err(io)?;
+
+    let mut log = LogStore::open(&config.log_dir())?;
+    let mut applied = sm.applied();
+    if log.is_empty() && applied.index == 0 {
+        if let Bootstrap::Initial(voters) = &config.bootstrap {
+            // Persist the initial configuration before the node can ever campaign:
+            // a crash right after this cannot leave an empty voter set.
+            let mut cs = ConfState::default();
+            cs.set_voters(voters.clone());
+            sm.apply(vec![ApplyEntry {
+                index: INITIAL_INDEX,
+                term: INITIAL_TERM,
+                data: None,
+                conf_state: Some(encode_conf_state(&cs)),
+            }])
+            .map_err(sm_err)?;
+            sm.sync().map_err(sm_err)?;
+            applied = sm.applied();
+        }
+    }
+    let conf_state = decode_conf_state(&applied.conf_state)
+        .map_err(|e| StorageError::Corrupt(format!("applied conf state: {e}")))?;
+    // Reconcile the log with the state machine after a crash: the state machine may
+    // have applied (or restored a snapshot) past what the log recorded.
+    if applied.index > log.last_index_now() {
+        let mut meta = raft::eraftpb::SnapshotMetadata::default();
+        meta.index = applied.index;
+        meta.term = applied.term;
+        meta.set_conf_state(conf_state.clone());
+        log.apply_snapshot(&meta)?;
+    } else if applied.index > log.hard_state().commit {
+        log.set_commit(applied.index)?;
+    }
+    if applied.index < log.snapshot_index() {
+        return Err(StorageError::Corrupt(format!(
+            "state machine applied index {} is behind the log's compaction point {}",
+            applied.index,
+            log.snapshot_index()
+        ))
+        .into());
+    }
+    log.set_conf_state(conf_state);
+
+    let raft_config = raft::Config {
+        id: config.id,
+        election_tick: config.election_ticks,
+        heartbeat_tick: config.heartbeat_ticks,
+        applied: applied.index,
+        max_size_per_msg: config.max_size_per_msg,
+        max_inflight_msgs: config.max_inflight_msgs,
+        check_quorum: true,
+        pre_vote: true,
+        max_uncommitted_size: config.max_uncommitted_size,
+        ..Default::default()
+    };
+    raft_config.validate()?;
+    let raw = RawNode::new(&raft_config, log, &raft_logger(config.id))?;
+
+    let (req_tx, req_rx) = crossbeam_channel::bounded(config.max_pending_requests);
+    let (ev_tx, ev_rx) = crossbeam_channel::bounded(config.max_pending_requests);
+    let mailbox = Mailbox {
+        tx: ev_tx,
+        id: config.id,
+        snap_dir: config.snap_dir(),
+    };
+    let (status_tx, status_rx) = watch::channel(NodeStatus {
+        id: config.id,
+        ..Default::default()
+    });
+    let handle = Arc::new(NodeHandle {
+        id: config.id,
+        tx: req_tx,
+        mailbox: mailbox.clone(),
+        status: status_rx,
+        request_timeout: config.request_timeout,
+        boot: rand::random(),
+        seq: AtomicU64::new(0),
+    });
+    let mut driver = Driver {
+        id: config.id,
+        raw,
+        sm,
+        transport,
+        mailbox,
+        requests: req_rx,
+        events: ev_rx,
+        status: status_tx,
+        proposals: HashMap::new(),
+        conf_changes: HashMap::new(),
+        new_reads: Vec::new(),
+        reads_in_flight: HashMap::new(),
+        reads_waiting_apply: Vec::new(),
+        received_snapshots: HashMap::new(),
+        snapshot_file: None,
+        applied: applied.index,
+        term: 0,
+        ticks: 0,
+        read_seq: 0,
+        config,
+    };
+    driver.term = driver.raw.raft.term;
+    driver.publish_status(None);
+    std::thread::Builder::new()
+        .name(format!("raft-{}", driver.id))
+        .spawn(move || driver.run_to_end())
+        .map_err(StartError::Spawn)?;
+    Ok(handle)
+}
+
+/// Removes half-written snapshot files left by a crash.
+fn remove_stale_snapshot_files(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".tmp") || name.starts_with("recv-") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+struct Driver<SM: StateMachine, T> {
+    id: u64,
+    config: NodeConfig,
+    raw: RawNode<LogStore>,
+    sm: SM,
+    transport: Arc<T>,
+    /// Our own mailbox: the transport's feedback channel, and a way to report to
+    /// ourselves what must not be stepped between `ready()` and `advance()`.
+    mailbox: Mailbox,
+    requests: Receiver<Request<SM::Output>>,
+    events: Receiver<Event>,
+    status: watch::Sender<NodeStatus>,
+    /// Proposals waiting for their entry to be applied here, by request id.
+    proposals: HashMap<Vec<u8>, Pending<Result<SM::Output, ProposeError>>>,
+    conf_changes: HashMap<Vec<u8>, Pending<Result<ConfState, ProposeError>>>,
+    /// Reads received since the last ReadIndex was issued.
+    new_reads: Vec<ReadReply>,
+    reads_in_flight: HashMap<Vec<u8>, InFlightRead>,
+    /// Reads whose read index is known, waiting for `applied` to reach it.
+    reads_waiting_apply: Vec<(u64, ReadReply)>,
+    /// Snapshot files received in full, by (term, index), not yet installed.
+    received_snapshots: HashMap<(u64, u64), PathBuf>,
+    /// The snapshot file this node built last and offers to followers.
+    snapshot_file: Option<SnapshotFile>,
+    applied: u64,
+    /// Term last seen; a change fails every pending proposal and in-flight read.
+    term: u64,
+    ticks: u64,
+    read_seq: u64,
+}
+
+impl<SM: StateMachine, T: Transport> Driver<SM, T> {
+    fn run_to_end(mut self) {
+        let result = self.run();
+        let (failure, shutdown) = match result {
+            Ok(s) => (None, s),
+            Err(Fatal(msg)) => {
+                tracing::error!(node = self.id, "raft node stopped: {msg}");
+                (Some(msg), None)
+            }
+        };
+        if failure.is_none() {
+            if let Err(e) = self.sm.sync() {
+                tracing::error!(node = self.id, "final state machine sync failed: {e}");
+            }
+        }
+        self.fail_everything_stopped();
+        self.publish_status(failure);
+        self.status.send_modify(|s| s.stopped = true);
+        // Release the sled databases before telling the caller we are gone.
+        let Driver { raw, sm, .. } = self;
+        drop(raw);
+        drop(sm);
+        if let Some(s) = shutdown {
+            let _ = s.send(());
+        }
+    }
+
+    fn run(&mut self) -> Result<Option<oneshot::Sender<()>>, Fatal> {
+        let tick = self.config.tick;
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            crossbeam_channel::select! {
+                recv(self.requests) -> r => match r {
+                    Ok(req) => {
+                        if let Some(done) = self.on_request(req) {
+                            return Ok(Some(done));
+                        }
+                    }
+                    // Every handle is gone: nobody can use this node any more.
+                    Err(_) => return Ok(None),
+                },
+                recv(self.events) -> e => {
+                    if let Ok(e) = e {
+                        self.on_event(e);
+                    }
+                }
+                default(timeout) => {}
+            }
+            for _ in 0..MAX_DRAIN {
+                let mut idle = true;
+                match self.requests.try_recv() {
+                    Ok(req) => {
+                        idle = false;
+                        if let Some(done) = self.on_request(req) {
+                            return Ok(Some(done));
+                        }
+                    }
+                    Err(TryRecvError::Disconnected) => return Ok(None),
+                    Err(TryRecvError::Empty) => {}
+                }
+                if let Ok(e) = self.events.try_recv() {
+                    idle = false;
+                    self.on_event(e);
+                }
+                if idle {
+                    break;
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                self.ticks += 1;
+                next_tick += tick;
+                if next_tick < now {
+                    // The thread fell behind (a long fsync): do not tick in a burst.
+                    next_tick = now + tick;
+                }
+                self.on_tick(now);
+            }
+            self.issue_reads();
+            self.on_ready()?;
+            self.maybe_snapshot_and_compact()?;
+            self.publish_status(None);
+        }
+    }
+
+    fn on_request(&mut self, req: Request<SM::Output>) -> Option<oneshot::Sender<()>> {
+        match req {
+            Request::Propose {
+                ctx,
+                data,
+                deadline,
+                reply,
+            } => match self.raw.propose(ctx.clone(), data) {
+                Ok(()) => {
+                    self.proposals.insert(ctx, Pending { deadline, reply });
+                }
+                Err(_) => {
+                    let _ = reply.send(Err(ProposeError::Dropped));
+                }
+            },
+            Request::ConfChange {
+                ctx,
+                cc,
+                deadline,
+                reply,
+            } => {
+                // raft-rs silently turns a second pending change into an empty entry:
+                // refuse it here instead of letting the caller wait for nothing.
+                if self.raw.raft.state == StateRole::Leader && self.raw.raft.has_pending_conf() {
+                    let _ = reply.send(Err(ProposeError::Dropped));
+                    return None;
+                }
+                match self.raw.propose_conf_change(ctx.clone(), cc) {
+                    Ok(()) => {
+                        self.conf_changes.insert(ctx, Pending { deadline, reply });
+                    }
+                    Err(raft::Error::ProposalDropped) => {
+                        let _ = reply.send(Err(ProposeError::Dropped));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(ProposeError::InvalidConfChange(e.to_string())));
+                    }
+                }
+            }
+            Request::ReadIndex { deadline, reply } => {
+                self.new_reads.push(Pending { deadline, reply });
+            }
+            Request::TransferLeader(to) => self.raw.transfer_leader(to),
+            Request::Campaign => {
+                if let Err(e) = self.raw.campaign() {
+                    tracing::debug!(node = self.id, "campaign refused: {e}");
+                }
+            }
+            Request::Shutdown(done) => return Some(done),
+        }
+        None
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Message(m) => {
+                if m.to != self.id {
+                    tracing::warn!(
+                        node = self.id,
+                        to = m.to,
+                        "dropping a message addressed to another node"
+                    );
+                    return;
+                }
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!(node = self.id, "step: {e}");
+                }
+            }
+            Event::Snapshot { msg, path } => {
+                let meta = msg.get_snapshot().get_metadata();
+                let key = (meta.term, meta.index);
+                if let Some(old) = self.received_snapshots.insert(key, path) {
+                    let _ = std::fs::remove_file(old);
+                }
+                if let Err(e) = self.raw.step(*msg) {
+                    tracing::debug!(node = self.id, "step snapshot: {e}");
+                }
+            }
+            Event::Unreachable(to) => self.raw.report_unreachable(to),
+            Event::SnapshotStatus { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+        }
+    }
+
+    /// Deadlines, and re-issuing reads raft-rs may have dropped.
+    fn on_tick(&mut self, now: Instant) {
+        let expired: Vec<Vec<u8>> = self
+            .proposals
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            if let Some(p) = self.proposals.remove(&k) {
+                let _ = p
+                    .reply
+                    .send(Err(ProposeError::Uncertain(UncertainReason::Timeout)));
+            }
+        }
+        let expired: Vec<Vec<u8>> = self
+            .conf_changes
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            if let Some(p) = self.conf_changes.remove(&k) {
+                let _ = p
+                    .reply
+                    .send(Err(ProposeError::Uncertain(UncertainReason::Timeout)));
+            }
+        }
+        let retry_after = self.config.election_ticks as u64;
+        let ticks = self.ticks;
+        let mut reissue = Vec::new();
+        self.reads_in_flight.retain(|ctx, r| {
+            let (live, dead): (Vec<_>, Vec<_>) =
+                r.waiters.drain(..).partition(|w| w.deadline > now);
+            for w in dead {
+                let _ = w.reply.send(Err(ReadError::Timeout));
+            }
+            r.waiters = live;
+            if !r.waiters.is_empty() && ticks >= r.issued_at + retry_after {
+                r.issued_at = ticks;
+                reissue.push(ctx.clone());
+            }
+            !r.waiters.is_empty()
+        });
+        for ctx in reissue {
+            self.raw.read_index(ctx);
+        }
+        let (live, dead): (Vec<_>, Vec<_>) = self
+            .reads_waiting_apply
+            .drain(..)
+            .partition(|(_, w)| w.deadline > now);
+        for (_, w) in dead {
+            let _ = w.reply.send(Err(ReadError::Timeout));
+        }
+        self.reads_waiting_apply = live;
+    }
+
+    /// All reads received since the last call share one ReadIndex request.
+    fn issue_reads(&mut self) {
+        if self.new_reads.is_empty() {
+            return;
+        }
+        let waiters = std::mem::take(&mut self.new_reads);
+        if self.raw.raft.leader_id == raft::INVALID_ID {
+            for w in waiters {
+                let _ = w.reply.send(Err(ReadError::NoLeader));
+            }
+            return;
+        }
+        self.read_seq += 1;
+        let mut ctx = Vec::with_capacity(17);
+        ctx.push(b'r');
+        ctx.extend_from_slice(&self.id.to_be_bytes());
+        ctx.extend_from_slice(&self.read_seq.to_be_bytes());
+        self.raw.read_index(ctx.clone());
+        self.reads_in_flight.insert(
+            ctx,
+            InFlightRead {
+                waiters,
+                issued_at: self.ticks,
+            },
+        );
+    }
+
+    fn on_read_state(&mut self, rs: ReadState) {
+        if let Some(r) = self.reads_in_flight.remove(&rs.request_ctx) {
+            for w in r.waiters {
+                self.reads_waiting_apply.push((rs.index, w));
+            }
+        }
+    }
+
+    /// Processes one Ready in the order raft-rs documents ("Processing the Ready
+    /// State" in raft-rs's crate docs). Nothing is stepped, proposed or campaigned
+    /// between `ready()` and `advance()`.
+    fn on_ready(&mut self) -> Result<(), Fatal> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        // 1. Messages a leader may send before its own log write is durable: it
+        //    replicates while it persists.
+        self.send_messages(rd.take_messages());
+        // 2. A snapshot from the leader: its state first, then the log's metadata.
+        if !rd.snapshot().is_empty() {
+            self.install_snapshot(rd.snapshot())?;
+        }
+        for rs in rd.take_read_states() {
+            self.on_read_state(rs);
+        }
+        // 3. Committed entries: these are already durable in the local log.
+        self.apply(rd.take_committed_entries())?;
+        // 4. New entries and hard state in ONE sled batch, dropping any conflicting
+        //    suffix; fsynced iff raft-rs says so (new entries, term or vote).
+        self.raw
+            .mut_store()
+            .append(rd.entries(), rd.hs(), rd.must_sync())?;
+        // 5. Votes and append acknowledgements: ONLY now that the batch is durable.
+        self.send_messages(rd.take_persisted_messages());
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        self.send_messages(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.answer_reads();
+        self.check_term();
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<(), Fatal> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Vec::with_capacity(entries.len());
+        let mut owed = Vec::with_capacity(entries.len());
+        let mut leave_joint = false;
+        for mut e in entries {
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    let data = (!e.data.is_empty()).then(|| e.take_data().to_vec());
+                    owed.push(Owed::Proposal(e.take_context().to_vec()));
+                    batch.push(ApplyEntry {
+                        index: e.index,
+                        term: e.term,
+                        data,
+                        conf_state: None,
+                    });
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    // An empty V2 entry is "leave the joint configuration": never skip it.
+                    let cc = if e.get_entry_type() == EntryType::EntryConfChange {
+                        ConfChange::parse_from_bytes(&e.data).map(|c| c.into_v2())
+                    } else {
+                        ConfChangeV2::parse_from_bytes(&e.data)
+                    }
+                    .map_err(|err| {
+                        Fatal(format!(
+                            "committed conf change {} undecodable: {err}",
+                            e.index
+                        ))
+                    })?;
+                    let (result, conf_state) = match self.raw.apply_conf_change(&cc) {
+                        Ok(cs) => {
+                            if !cs.voters_outgoing.is_empty() {
+                                leave_joint = true;
+                            }
+                            if !cs.voters.contains(&self.id) && !cs.learners.contains(&self.id) {
+                                tracing::warn!(
+                                    node = self.id,
+                                    "this node was removed from the cluster"
+                                );
+                            }
+                            let bytes = encode_conf_state(&cs);
+                            (Ok(cs), Some(bytes))
+                        }
+                        Err(err) => (Err(ProposeError::InvalidConfChange(err.to_string())), None),
+                    };
+                    owed.push(Owed::ConfChange(e.take_context().to_vec(), result));
+                    batch.push(ApplyEntry {
+                        index: e.index,
+                        term: e.term,
+                        data: None,
+                        conf_state,
+                    });
+                }
+            }
+        }
+        let last = batch.last().map(|e| e.index).unwrap_or(self.applied);
+        let outputs = self
+            .sm
+            .apply(batch)
+            .map_err(|e| Fatal(format!("state machine apply: {e}")))?;
+        self.applied = self.applied.max(last);
+        for (owed, output) in owed.into_iter().zip(outputs) {
+            match owed {
+                Owed::Proposal(ctx) => {
+                    if let Some(p) = self.proposals.remove(&ctx) {
+                        let _ = p.reply.send(Ok(output));
+                    }
+                }
+                Owed::ConfChange(ctx, result) => {
+                    if let Some(p) = self.conf_changes.remove(&ctx) {
+                        let _ = p.reply.send(result);
+                    }
+                }
+            }
+        }
+        if leave_joint && self.raw.raft.state == StateRole::Leader {
+            // raft-rs may never leave a joint configuration by itself after a leader
+            // change: the leader proposes the empty V2 change that does.
+            if let Err(e) = self
+                .raw
+                .propose_conf_change(Vec::new(), ConfChangeV2::default())
+            {
+                tracing::warn!(node = self.id, "propose leaving joint configuration: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.applied;
+        let (done, wait): (Vec<_>, Vec<_>) = self
+            .reads_waiting_apply
+            .drain(..)
+            .partition(|(index, _)| *index <= applied);
+        self.reads_waiting_apply = wait;
+        for (index, w) in done {
+            let _ = w.reply.send(Ok(index));
+        }
+    }
+
+    /// A new term means a new leader (or none): every proposal still pending may or
+    /// may not commit, and in-flight ReadIndex requests were dropped. Fail them all;
+    /// a deposed leader never reports success for an entry it did not see applied.
+    fn check_term(&mut self) {
+        let term = self.raw.raft.term;
+        if term == self.term {
+            return;
+        }
+        self.term = term;
+        for (_, p) in self.proposals.drain() {
+            let _ = p.reply.send(Err(ProposeError::Uncertain(
+                UncertainReason::LeadershipChanged,
+            )));
+        }
+        for (_, p) in self.conf_changes.drain() {
+            let _ = p.reply.send(Err(ProposeError::Uncertain(
+                UncertainReason::LeadershipChanged,
+            )));
+        }
+        for (_, r) in self.reads_in_flight.drain() {
+            for w in r.waiters {
+                let _ = w.reply.send(Err(ReadError::LeadershipChanged));
+            }
+        }
+    }
+
+    fn send_messages(&mut self, msgs: Vec<Message>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let mut plain = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            if m.get_msg_type() != MessageType::MsgSnapshot {
+                plain.push(m);
+                continue;
+            }
+            let meta = m.get_snapshot().get_metadata();
+            let file = self
+                .snapshot_file
+                .as_ref()
+                .filter(|f| f.path == snapshot_path(&self.config.snap_dir(), meta.term, meta.index))
+                .cloned();
+            match file {
+                Some(file) => self.transport.send_snapshot(m, file, self.mailbox.clone()),
+                // Reported through our own queue: report_snapshot steps raft, which is
+                // not allowed between ready() and advance().
+                None => self.mailbox.snapshot_done(m.to, false),
+            }
+        }
+        if !plain.is_empty() {
+            self.transport.send(plain, &self.mailbox);
+        }
+    }
+
+    fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), Fatal> {
+        let meta = snap.get_metadata();
+        let path = self
+            .received_snapshots
+            .remove(&(meta.term, meta.index))
+            .ok_or_else(|| {
+                Fatal(format!(
+                    "no received file for snapshot {}/{}",
+                    meta.term, meta.index
+                ))
+            })?;
+        let mut reader = BufReader::new(File::open(&path)?);
+        let applied = self
+            .sm
+            .restore(&mut reader)
+            .map_err(|e| Fatal(format!("restore snapshot: {e}")))?;
+        if applied.index != meta.index || applied.term != meta.term {
+            return Err(Fatal(format!(
+                "snapshot file holds {}/{}, raft says {}/{}",
+                applied.term, applied.index, meta.term, meta.index
+            )));
+        }
+        // The state is durable: now the log's metadata.
+        self.raw.mut_store().apply_snapshot(meta)?;
+        self.applied = meta.index;
+        let _ = std::fs::remove_file(&path);
+        let stale: Vec<_> = self
+            .received_snapshots
+            .keys()
+            .filter(|(_, index)| *index <= meta.index)
+            .copied()
+            .collect();
+        for k in stale {
+            if let Some(p) = self.received_snapshots.remove(&k) {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        tracing::info!(
+            node = self.id,
+            index = meta.index,
+            term = meta.term,
+            "installed snapshot"
+        );
+        Ok(())
+    }
+
+    fn maybe_snapshot_and_compact(&mut self) -> Result<(), Fatal> {
+        if self.raw.store().take_snapshot_wanted() {
+            self.build_snapshot()?;
+        }
+        let compacted = self.raw.store().snapshot_index();
+        let threshold = self.config.snapshot_threshold.max(1);
+        if self.applied >= compacted + threshold + self.config.compaction_margin {
+            let to = self.applied - self.config.compaction_margin;
+            // The entries about to go must be durable in the state machine first.
+            self.sm
+                .sync()
+                .map_err(|e| Fatal(format!("state machine sync: {e}")))?;
+            self.raw.mut_store().compact(to)?;
+            tracing::debug!(node = self.id, to, "compacted the raft log");
+        }
+        Ok(())
+    }
+
+    /// Writes the state machine's image to a file and offers it to raft-rs.
+    fn build_snapshot(&mut self) -> Result<(), Fatal> {
+        let dir = self.config.snap_dir();
+        let tmp = dir.join("building.tmp");
+        let mut w = CrcWriter::new(BufWriter::new(File::create(&tmp)?));
+        let applied = self
+            .sm
+            .write_snapshot(&mut w)
+            .map_err(|e| Fatal(format!("write snapshot: {e}")))?;
+        let (size, crc32, inner) = w.finish();
+        let file = inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let path = snapshot_path(&dir, applied.term, applied.index);
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&dir)?;
+        let conf_state = decode_conf_state(&applied.conf_state)
+            .map_err(|e| Fatal(format!("applied conf state: {e}")))?;
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = applied.index;
+        meta.term = applied.term;
+        meta.set_conf_state(conf_state);
+        snap.data = encode_descriptor(size, crc32).into();
+        self.raw.store().set_available_snapshot(snap);
+        let new = SnapshotFile { path, size, crc32 };
+        if let Some(old) = self.snapshot_file.replace(new.clone()) {
+            if old.path != new.path {
+                let _ = std::fs::remove_file(old.path);
+            }
+        }
+        tracing::info!(
+            node = self.id,
+            index = applied.index,
+            size,
+            "built snapshot"
+        );
+        Ok(())
+    }
+
+    fn publish_status(&self, failure: Option<String>) {
+        let raft = &self.raw.raft;
+        let cs = raft.prs().conf().to_conf_state();
+        let mut progress = Vec::new();
+        if raft.state == StateRole::Leader {
+            progress = raft.prs().iter().map(|(id, p)| (*id, p.matched)).collect();
+            progress.sort_unstable();
+        }
+        let mut voters = cs.voters.clone();
+        voters.sort_unstable();
+        let mut learners = cs.learners.clone();
+        learners.sort_unstable();
+        let status = NodeStatus {
+            id: self.id,
+            term: raft.term,
+            leader_id: raft.leader_id,
+            role: match raft.state {
+                StateRole::Leader => Role::Leader,
+                StateRole::Candidate => Role::Candidate,
+                StateRole::PreCandidate => Role::PreCandidate,
+                StateRole::Follower => Role::Follower,
+            },
+            commit: raft.raft_log.committed,
+            applied: self.applied,
+            first_index: self.raw.store().snapshot_index() + 1,
+            last_index: raft.raft_log.last_index(),
+            voters,
+            learners,
+            progress,
+            failed: failure,
+            stopped: false,
+        };
+        self.status.send_if_modified(|s| {
+            if *s == status {
+                false
+            } else {
+                *s = status;
+                true
+            }
+        });
+    }
+
+    fn fail_everything_stopped(&mut self) {
+        for (_, p) in self.proposals.drain() {
+            let _ = p.reply.send(Err(ProposeError::Stopped));
+        }
+        for (_, p) in self.conf_changes.drain() {
+            let _ = p.reply.send(Err(ProposeError::Stopped));
+        }
+        for (_, r) in self.reads_in_flight.drain() {
+            for w in r.waiters {
+                let _ = w.reply.send(Err(ReadError::Stopped));
+            }
+        }
+        for w in self.new_reads.drain(..) {
+            let _ = w.reply.send(Err(ReadError::Stopped));
+        }
+        for (_, w) in self.reads_waiting_apply.drain(..) {
+            let _ = w.reply.send(Err(ReadError::Stopped));
+        }
+        while let Ok(req) = self.requests.try_recv() {
+            match req {
+                Request::Propose { reply, .. } => {
+                    let _ = reply.send(Err(ProposeError::Stopped));
+                }
+                Request::ConfChange { reply, .. } => {
+                    let _ = reply.send(Err(ProposeError::Stopped));
+                }
+                Request::ReadIndex { reply, .. } => {
+                    let _ = reply.send(Err(ReadError::Stopped));
+                }
+                Request::Shutdown(done) => {
+                    let _ = done.send(());
+                }
+                Request::TransferLeader(_) | Request::Campaign => {}
+            }
+        }
+    }
+}
+
+/// Where a snapshot built locally at (term, index) lives.
+pub(crate) fn snapshot_path(dir: &Path, term: u64, index: u64) -> PathBuf {
+    dir.join(format!("snap-{term:020}-{index:020}.snap"))
+}
+
+/// `Snapshot.data` carries only this descriptor; the image travels as a file.
+pub fn encode_descriptor(size: u64, crc32: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12);
+    v.extend_from_slice(&size.to_be_bytes());
+    v.extend_from_slice(&crc32.to_be_bytes());
+    v
+}
+
+/// Reads a descriptor written by [`encode_descriptor`]: (size, crc32).
+pub fn decode_descriptor(data: &[u8]) -> Option<(u64, u32)> {
+    let size = u64::from_be_bytes(data.get(0..8)?.try_into().ok()?);
+    let crc = u32::from_be_bytes(data.get(8..12)?.try_into().ok()?);
+    Some((size, crc))
+}
+
+/// Counts and checksums what passes through.
+pub struct CrcWriter<W> {
+    inner: W,
+    hasher: crc32fast::Hasher,
+    size: u64,
+}
+
+impl<W: Write> CrcWriter<W> {
+    pub fn new(inner: W) -> Self {
+        CrcWriter {
+            inner,
+            hasher: crc32fast::Hasher::new(),
+            size: 0,
+        }
+    }
+
+    /// (bytes written, crc32, the inner writer).
+    pub fn finish(self) -> (u64, u32, W) {
+        (self.size, self.hasher.finalize(), self.inner)
+    }
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The default tick when tests want things fast.
+pub const FAST_TICK: Duration = Duration::from_millis(10);

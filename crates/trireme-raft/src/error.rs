@@ -1,0 +1,91 @@
+//! Narrow error types, one per operation. Expected, retryable outcomes (`NotLeader`,
+//! `Timeout`, ...) are kept apart from fail-stop ones (`StorageError`), which stop the node.
+
+use std::io;
+
+/// A fail-stop storage error: the node stops, it never retries and carries on.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("raft log I/O: {0}")]
+    Io(#[source] io::Error),
+    #[error("raft log corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Why a proposal failed. Every variant is retryable except `Stopped`.
+///
+/// `Dropped` and `Busy` mean the entry was certainly not committed. `Uncertain` means it
+/// may still commit (it reached a leader that then lost leadership, or its deadline
+/// passed): the caller must not assume either outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error(
+        "proposal dropped: no leader is known or the leader is transferring leadership; retry"
+    )]
+    Dropped,
+    #[error("too many pending requests; retry later")]
+    Busy,
+    #[error("outcome unknown: {0}; the request may or may not have been applied")]
+    Uncertain(UncertainReason),
+    #[error("invalid membership change: {0}")]
+    InvalidConfChange(String),
+    #[error("the raft node has stopped")]
+    Stopped,
+}
+
+impl ProposeError {
+    /// True when the caller may retry the same request.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            ProposeError::Stopped | ProposeError::InvalidConfChange(_)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UncertainReason {
+    /// The term changed while the proposal was pending.
+    LeadershipChanged,
+    /// The proposal's deadline passed before it was applied here.
+    Timeout,
+}
+
+impl std::fmt::Display for UncertainReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UncertainReason::LeadershipChanged => f.write_str("leadership changed"),
+            UncertainReason::Timeout => f.write_str("request timed out"),
+        }
+    }
+}
+
+/// Why a linearizable read could not be served. All retryable but `Stopped`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("no leader is known; retry")]
+    NoLeader,
+    #[error("leadership changed during the read; retry")]
+    LeadershipChanged,
+    #[error("read index not confirmed by a quorum in time; retry")]
+    Timeout,
+    #[error("too many pending requests; retry later")]
+    Busy,
+    #[error("the raft node has stopped")]
+    Stopped,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("state machine: {0}")]
+    StateMachine(String),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error("spawn the raft thread: {0}")]
+    Spawn(#[source] io::Error),
+}

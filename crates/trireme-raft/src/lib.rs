@@ -1,0 +1,51 @@
+//! # trireme-raft: the consensus node
+//!
+//! Wraps raft-rs's `RawNode` into a node that persists its log durably in sled, batches
+//! proposals (one fsync per Ready), matches results to callers by request id, serves
+//! linearizable reads through ReadIndex, changes membership with ConfChangeV2, and
+//! compacts its log behind snapshots that travel as files.
+//!
+//! ## Layout
+//! - `node`: [`NodeConfig`], [`NodeHandle`] (propose, read_index, membership, status),
+//!   [`Mailbox`] (where the transport delivers inbound traffic).
+//! - `driver`: the one thread that owns the `RawNode`; the Ready loop.
+//! - `log_store`: [`LogStore`], raft-rs's `Storage` on sled.
+//! - `state_machine`: the [`StateMachine`] trait the node applies entries to.
+//! - `transport`: the [`Transport`] trait the node sends through.
+//! - `memory`: an in-memory [`memory::MemoryNetwork`] that can drop, delay and
+//!   partition, for in-process cluster tests.
+//! - `durable`: fsync that sled 0.34 does not do by itself.
+//!
+//! ## Boundaries
+//! Generic over the transport and the state machine; knows nothing of gRPC, TLS, HTTP
+//! or the MVCC data model. raft-rs's protobuf types appear in the `Transport` API
+//! (the transport encodes them); nothing here runs on tokio's executor (the handle's
+//! futures only await oneshot replies).
+
+// raft-rs's protobuf messages have private fields besides the public ones: they are
+// built with `default()` and assignments, as raft-rs itself does.
+#![allow(clippy::field_reassign_with_default)]
+
+mod driver;
+pub mod durable;
+mod error;
+mod log_store;
+mod logger;
+pub mod memory;
+mod node;
+mod state_machine;
+mod transport;
+
+pub use driver::{
+    decode_descriptor, encode_descriptor, CrcWriter, FAST_TICK, INITIAL_INDEX, INITIAL_TERM,
+};
+pub use error::{ProposeError, ReadError, StartError, StorageError, UncertainReason};
+pub use log_store::LogStore;
+pub use node::{Bootstrap, Mailbox, NodeConfig, NodeHandle, NodeStatus, Role};
+pub use state_machine::{
+    decode_conf_state, encode_conf_state, AppliedState, ApplyEntry, StateMachine,
+};
+pub use transport::{SnapshotFile, Transport};
+
+/// raft-rs's message types, for transports.
+pub use raft::eraftpb;

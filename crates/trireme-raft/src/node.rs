@@ -1,0 +1,393 @@
+//! The node's public face: its configuration, the handle callers use, the mailbox the
+//! transport delivers to, and the events that reach the Raft thread.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Message,
+};
+use tokio::sync::{oneshot, watch};
+
+use crate::error::{ProposeError, ReadError, StartError};
+use crate::state_machine::StateMachine;
+use crate::transport::Transport;
+
+/// How a node first comes to life when its directories are empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// A founding member: the cluster starts with exactly these voters. Every founding
+    /// member must be given the same list.
+    Initial(Vec<u64>),
+    /// A node added later through a membership change: it waits for the leader's
+    /// snapshot and does not campaign before it has one.
+    Join,
+}
+
+/// Configuration of one Raft node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id; never 0, never reused after a removal.
+    pub id: u64,
+    /// Directory for the Raft log (`log/`) and snapshot files (`snap/`).
+    pub dir: PathBuf,
+    pub bootstrap: Bootstrap,
+    /// Length of one Raft tick.
+    pub tick: Duration,
+    /// Ticks without a heartbeat before a follower campaigns (raft-rs randomises
+    /// between this and twice this).
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Compact the log (and keep a snapshot) once this many entries were applied
+    /// since the last compaction.
+    pub snapshot_threshold: u64,
+    /// Entries kept below the applied index at compaction, so a briefly lagging
+    /// follower catches up by log rather than by snapshot.
+    pub compaction_margin: u64,
+    pub max_size_per_msg: u64,
+    pub max_inflight_msgs: usize,
+    /// Bytes of proposals not yet committed before the leader drops new ones.
+    pub max_uncommitted_size: u64,
+    /// Default deadline of a proposal or read.
+    pub request_timeout: Duration,
+    /// Requests that may wait in the node's queue.
+    pub max_pending_requests: usize,
+}
+
+impl NodeConfig {
+    /// Production defaults (etcd-like: 100 ms tick, 1 s election timeout).
+    pub fn new(id: u64, dir: impl Into<PathBuf>, bootstrap: Bootstrap) -> Self {
+        NodeConfig {
+            id,
+            dir: dir.into(),
+            bootstrap,
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            snapshot_threshold: 10_000,
+            compaction_margin: 5_000,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            max_uncommitted_size: 64 * 1024 * 1024,
+            request_timeout: Duration::from_secs(5),
+            max_pending_requests: 16_384,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), StartError> {
+        if self.id == 0 {
+            return Err(StartError::Config("id must not be 0".into()));
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return Err(StartError::Config(
+                "election_ticks must be greater than heartbeat_ticks, which must be > 0".into(),
+            ));
+        }
+        if self.tick.is_zero() {
+            return Err(StartError::Config("tick must be > 0".into()));
+        }
+        if let Bootstrap::Initial(voters) = &self.bootstrap {
+            if !voters.contains(&self.id) {
+                return Err(StartError::Config(format!(
+                    "initial voters {voters:?} do not include this node {}",
+                    self.id
+                )));
+            }
+            if voters.contains(&0) {
+                return Err(StartError::Config("a voter id is 0".into()));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn log_dir(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    pub(crate) fn snap_dir(&self) -> PathBuf {
+        self.dir.join("snap")
+    }
+}
+
+/// The role of a node, as last seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    Follower,
+    Candidate,
+    PreCandidate,
+    Leader,
+}
+
+/// A view of the node, published after every Ready.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub term: u64,
+    /// 0 when no leader is known.
+    pub leader_id: u64,
+    pub role: Role,
+    pub commit: u64,
+    pub applied: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// For a leader, each voter's and learner's match index.
+    pub progress: Vec<(u64, u64)>,
+    /// Set when the node stopped on a fail-stop error.
+    pub failed: Option<String>,
+    /// True once the loop has exited.
+    pub stopped: bool,
+}
+
+/// Everything that reaches the Raft thread from callers. One closed enum, so every
+/// trigger of Raft work is visible in one `match` (in `driver.rs`).
+pub(crate) enum Request<O> {
+    Propose {
+        ctx: Vec<u8>,
+        data: Vec<u8>,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<O, ProposeError>>,
+    },
+    ConfChange {
+        ctx: Vec<u8>,
+        cc: ConfChangeV2,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<ConfState, ProposeError>>,
+    },
+    ReadIndex {
+        deadline: Instant,
+        reply: oneshot::Sender<Result<u64, ReadError>>,
+    },
+    TransferLeader(u64),
+    Campaign,
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Everything that reaches the Raft thread from the network.
+pub(crate) enum Event {
+    Message(Box<Message>),
+    Snapshot { msg: Box<Message>, path: PathBuf },
+    Unreachable(u64),
+    SnapshotStatus { to: u64, ok: bool },
+}
+
+/// What the transport's receiving side delivers to. Cloneable, cheap, never blocks:
+/// when the node's queue is full the message is dropped and Raft retries.
+#[derive(Clone)]
+pub struct Mailbox {
+    pub(crate) tx: Sender<Event>,
+    pub(crate) id: u64,
+    pub(crate) snap_dir: PathBuf,
+}
+
+impl Mailbox {
+    /// This node's id (the `to` of every message it accepts).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Hands a Raft message from a peer to the node.
+    pub fn step(&self, msg: Message) {
+        let _ = self.tx.try_send(Event::Message(Box::new(msg)));
+    }
+
+    /// Where a transport writes a snapshot file it is receiving.
+    pub fn snapshot_dir(&self) -> &std::path::Path {
+        &self.snap_dir
+    }
+
+    /// Hands over a `MsgSnapshot` whose file has been received in full and verified.
+    pub fn receive_snapshot(&self, msg: Message, path: PathBuf) {
+        let event = Event::Snapshot {
+            msg: Box::new(msg),
+            path,
+        };
+        if let Err(
+            TrySendError::Full(Event::Snapshot { path, .. })
+            | TrySendError::Disconnected(Event::Snapshot { path, .. }),
+        ) = self.tx.try_send(event)
+        {
+            // Dropped (Raft retries the snapshot): do not leave the file behind.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// The peer could not be reached.
+    pub fn unreachable(&self, to: u64) {
+        let _ = self.tx.try_send(Event::Unreachable(to));
+    }
+
+    /// A snapshot send to `to` finished.
+    pub fn snapshot_done(&self, to: u64, ok: bool) {
+        let _ = self.tx.try_send(Event::SnapshotStatus { to, ok });
+    }
+}
+
+/// The handle callers use: propose, read, change membership, watch status.
+pub struct NodeHandle<O> {
+    pub(crate) id: u64,
+    pub(crate) tx: Sender<Request<O>>,
+    pub(crate) mailbox: Mailbox,
+    pub(crate) status: watch::Receiver<NodeStatus>,
+    pub(crate) request_timeout: Duration,
+    /// Random per handle: request ids stay unique across restarts and nodes.
+    pub(crate) boot: u64,
+    pub(crate) seq: AtomicU64,
+}
+
+impl<O: Send + 'static> NodeHandle<O> {
+    /// Starts a node: opens its log, reconciles it with the state machine, bootstraps
+    /// if the directories are new, and spawns the thread that owns the `RawNode`.
+    pub fn start<SM, T>(
+        config: NodeConfig,
+        sm: SM,
+        transport: Arc<T>,
+    ) -> Result<Arc<Self>, StartError>
+    where
+        SM: StateMachine<Output = O>,
+        T: Transport,
+    {
+        crate::driver::start(config, sm, transport)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The mailbox a transport delivers this node's inbound traffic to.
+    pub fn mailbox(&self) -> Mailbox {
+        self.mailbox.clone()
+    }
+
+    fn next_ctx(&self) -> Vec<u8> {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let mut ctx = Vec::with_capacity(24);
+        ctx.extend_from_slice(&self.id.to_be_bytes());
+        ctx.extend_from_slice(&self.boot.to_be_bytes());
+        ctx.extend_from_slice(&seq.to_be_bytes());
+        ctx
+    }
+
+    /// Queues a request; on failure only whether the queue was full matters.
+    fn send(&self, req: Request<O>) -> Result<(), TrySendError<()>> {
+        self.tx.try_send(req).map_err(|e| match e {
+            TrySendError::Full(_) => TrySendError::Full(()),
+            TrySendError::Disconnected(_) => TrySendError::Disconnected(()),
+        })
+    }
+
+    /// Proposes `data` and waits until its entry is committed and applied on *this*
+    /// node; returns the state machine's output for it.
+    pub async fn propose(&self, data: Vec<u8>) -> Result<O, ProposeError> {
+        self.propose_until(data, Instant::now() + self.request_timeout)
+            .await
+    }
+
+    pub async fn propose_until(&self, data: Vec<u8>, deadline: Instant) -> Result<O, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        let req = Request::Propose {
+            ctx: self.next_ctx(),
+            data,
+            deadline,
+            reply,
+        };
+        match self.send(req) {
+            Ok(()) => rx.await.unwrap_or(Err(ProposeError::Stopped)),
+            Err(TrySendError::Full(_)) => Err(ProposeError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(ProposeError::Stopped),
+        }
+    }
+
+    /// Waits until this node has applied everything committed when the call was made,
+    /// as confirmed by the leader with a quorum (ReadIndex). A read of the local state
+    /// machine after this returns is linearizable. Returns the read index.
+    pub async fn read_index(&self) -> Result<u64, ReadError> {
+        let (reply, rx) = oneshot::channel();
+        let req = Request::ReadIndex {
+            deadline: Instant::now() + self.request_timeout,
+            reply,
+        };
+        match self.send(req) {
+            Ok(()) => rx.await.unwrap_or(Err(ReadError::Stopped)),
+            Err(TrySendError::Full(_)) => Err(ReadError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(ReadError::Stopped),
+        }
+    }
+
+    /// Applies one membership change through Raft and waits until it is applied here.
+    pub async fn change_membership(
+        &self,
+        changes: Vec<(ConfChangeType, u64)>,
+    ) -> Result<ConfState, ProposeError> {
+        let mut cc = ConfChangeV2::default();
+        cc.set_transition(ConfChangeTransition::Auto);
+        for (kind, node) in changes {
+            let mut single = ConfChangeSingle::default();
+            single.set_change_type(kind);
+            single.node_id = node;
+            cc.mut_changes().push(single);
+        }
+        let (reply, rx) = oneshot::channel();
+        let req = Request::ConfChange {
+            ctx: self.next_ctx(),
+            cc,
+            deadline: Instant::now() + self.request_timeout,
+            reply,
+        };
+        match self.send(req) {
+            Ok(()) => rx.await.unwrap_or(Err(ProposeError::Stopped)),
+            Err(TrySendError::Full(_)) => Err(ProposeError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(ProposeError::Stopped),
+        }
+    }
+
+    /// Adds `node` as a learner: it receives the log but does not vote.
+    pub async fn add_learner(&self, node: u64) -> Result<ConfState, ProposeError> {
+        self.change_membership(vec![(ConfChangeType::AddLearnerNode, node)])
+            .await
+    }
+
+    /// Makes `node` (usually a caught-up learner) a voter.
+    pub async fn promote(&self, node: u64) -> Result<ConfState, ProposeError> {
+        self.change_membership(vec![(ConfChangeType::AddNode, node)])
+            .await
+    }
+
+    pub async fn remove(&self, node: u64) -> Result<ConfState, ProposeError> {
+        self.change_membership(vec![(ConfChangeType::RemoveNode, node)])
+            .await
+    }
+
+    /// Asks the leader (this node) to hand leadership to `to`.
+    pub fn transfer_leader(&self, to: u64) {
+        let _ = self.send(Request::TransferLeader(to));
+    }
+
+    /// Starts an election now (tests and operators' "move leader here").
+    pub fn campaign(&self) {
+        let _ = self.send(Request::Campaign);
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that changes with every published status.
+    pub fn subscribe(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+
+    /// Stops the Raft thread (pending requests fail with `Stopped`) and waits until it
+    /// has released its files.
+    pub async fn shutdown(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::Shutdown(reply)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

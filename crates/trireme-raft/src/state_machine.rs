@@ -1,0 +1,64 @@
+//! The replicated state machine as the node sees it.
+
+use std::io::{Read, Write};
+
+use protobuf::Message as _;
+use raft::eraftpb::ConfState;
+
+/// What the state machine has applied, persisted atomically with the state it produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedState {
+    /// Index of the last applied entry.
+    pub index: u64,
+    /// Term of that entry.
+    pub term: u64,
+    /// The membership as of `index`, encoded with [`encode_conf_state`]; empty for a
+    /// node that was never bootstrapped nor given a snapshot.
+    pub conf_state: Vec<u8>,
+}
+
+/// One committed entry handed to the state machine.
+#[derive(Debug, Clone)]
+pub struct ApplyEntry {
+    pub index: u64,
+    pub term: u64,
+    /// The proposal's payload; `None` for an empty entry or a membership change.
+    pub data: Option<Vec<u8>>,
+    /// The new membership after a conf change entry, to persist with `index`.
+    pub conf_state: Option<Vec<u8>>,
+}
+
+/// A deterministic state machine driven by committed entries.
+///
+/// Contract:
+/// - `apply` applies the entries in order and persists the new [`AppliedState`]
+///   (the last entry's index and term, and the last `conf_state` given) *in the same
+///   atomic write* as the changes; an entry at or below the applied index is a no-op.
+///   It returns one output per entry. It need not fsync: the log is the durable copy
+///   until [`StateMachine::sync`] returns, which the node calls before compacting the log.
+/// - Every error it returns is fail-stop: the node stops.
+/// - `write_snapshot` writes a consistent image of everything applied so far;
+///   `restore` replaces the whole state by such an image, durably and atomically (a
+///   crash leaves the old state or the new one), before returning.
+pub trait StateMachine: Send + 'static {
+    /// What a proposal's waiter receives once its entry is applied.
+    type Output: Send + 'static;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn applied(&self) -> AppliedState;
+    fn apply(&mut self, entries: Vec<ApplyEntry>) -> Result<Vec<Self::Output>, Self::Error>;
+    fn sync(&mut self) -> Result<(), Self::Error>;
+    fn write_snapshot(&mut self, w: &mut dyn Write) -> Result<AppliedState, Self::Error>;
+    fn restore(&mut self, r: &mut dyn Read) -> Result<AppliedState, Self::Error>;
+}
+
+/// Encodes a membership for [`AppliedState::conf_state`].
+pub fn encode_conf_state(cs: &ConfState) -> Vec<u8> {
+    // Encoding a message held in memory cannot fail except on a size overflow.
+    cs.write_to_bytes().unwrap_or_default()
+}
+
+/// Decodes [`AppliedState::conf_state`]; empty bytes are the empty membership.
+pub fn decode_conf_state(bytes: &[u8]) -> Result<ConfState, protobuf::ProtobufError> {
+    ConfState::parse_from_bytes(bytes)
+}

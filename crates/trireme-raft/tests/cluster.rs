@@ -1,0 +1,401 @@
+//! In-process clusters of real nodes (real sled logs, real fsyncs) on the in-memory
+//! network, with a state machine that records the entries it applies.
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use trireme_raft::memory::MemoryNetwork;
+use trireme_raft::{
+    AppliedState, ApplyEntry, Bootstrap, NodeConfig, NodeHandle, ProposeError, ReadError, Role,
+    StateMachine, FAST_TICK,
+};
+
+/// Records every applied payload; shared with the test through an `Arc<Mutex>`.
+#[derive(Default)]
+struct Recorded {
+    applied: AppliedState,
+    entries: Vec<(u64, Vec<u8>)>,
+}
+
+#[derive(Clone, Default)]
+struct RecordingSm(Arc<Mutex<Recorded>>);
+
+impl RecordingSm {
+    fn payloads(&self) -> Vec<Vec<u8>> {
+        self.0
+            .lock()
+            .unwrap()
+            .entries
+            .iter()
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+}
+
+impl StateMachine for RecordingSm {
+    type Output = u64;
+    type Error = std::io::Error;
+
+    fn applied(&self) -> AppliedState {
+        self.0.lock().unwrap().applied.clone()
+    }
+
+    fn apply(&mut self, entries: Vec<ApplyEntry>) -> Result<Vec<u64>, Self::Error> {
+        let mut r = self.0.lock().unwrap();
+        let mut out = Vec::new();
+        for e in entries {
+            out.push(e.index);
+            if e.index <= r.applied.index {
+                continue;
+            }
+            if let Some(d) = e.data {
+                r.entries.push((e.index, d));
+            }
+            r.applied.index = e.index;
+            r.applied.term = e.term;
+            if let Some(cs) = e.conf_state {
+                r.applied.conf_state = cs;
+            }
+        }
+        Ok(out)
+    }
+
+    fn sync(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn write_snapshot(&mut self, w: &mut dyn Write) -> Result<AppliedState, Self::Error> {
+        let r = self.0.lock().unwrap();
+        for v in [
+            r.applied.index,
+            r.applied.term,
+            r.applied.conf_state.len() as u64,
+        ] {
+            w.write_all(&v.to_be_bytes())?;
+        }
+        w.write_all(&r.applied.conf_state)?;
+        w.write_all(&(r.entries.len() as u64).to_be_bytes())?;
+        for (i, d) in &r.entries {
+            w.write_all(&i.to_be_bytes())?;
+            w.write_all(&(d.len() as u64).to_be_bytes())?;
+            w.write_all(d)?;
+        }
+        Ok(r.applied.clone())
+    }
+
+    fn restore(&mut self, rd: &mut dyn Read) -> Result<AppliedState, Self::Error> {
+        fn u64_of(rd: &mut dyn Read) -> std::io::Result<u64> {
+            let mut b = [0u8; 8];
+            rd.read_exact(&mut b)?;
+            Ok(u64::from_be_bytes(b))
+        }
+        fn bytes_of(rd: &mut dyn Read, n: u64) -> std::io::Result<Vec<u8>> {
+            let mut v = vec![0u8; n as usize];
+            rd.read_exact(&mut v)?;
+            Ok(v)
+        }
+        let index = u64_of(rd)?;
+        let term = u64_of(rd)?;
+        let n = u64_of(rd)?;
+        let conf_state = bytes_of(rd, n)?;
+        let count = u64_of(rd)?;
+        let mut entries = Vec::new();
+        for _ in 0..count {
+            let i = u64_of(rd)?;
+            let n = u64_of(rd)?;
+            entries.push((i, bytes_of(rd, n)?));
+        }
+        let mut r = self.0.lock().unwrap();
+        r.applied = AppliedState {
+            index,
+            term,
+            conf_state,
+        };
+        r.entries = entries;
+        Ok(r.applied.clone())
+    }
+}
+
+struct TestNode {
+    handle: Arc<NodeHandle<u64>>,
+    sm: RecordingSm,
+    _dir: tempfile::TempDir,
+}
+
+struct Cluster {
+    net: Arc<MemoryNetwork>,
+    nodes: Vec<Option<TestNode>>,
+}
+
+fn config(id: u64, dir: &std::path::Path, bootstrap: Bootstrap, threshold: u64) -> NodeConfig {
+    let mut c = NodeConfig::new(id, dir, bootstrap);
+    c.tick = FAST_TICK;
+    c.election_ticks = 10;
+    c.heartbeat_ticks = 2;
+    c.snapshot_threshold = threshold;
+    c.compaction_margin = 0;
+    c.request_timeout = Duration::from_secs(3);
+    c
+}
+
+impl Cluster {
+    fn start(n: u64, threshold: u64) -> Cluster {
+        let net = MemoryNetwork::new();
+        let voters: Vec<u64> = (1..=n).collect();
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            nodes.push(Some(start_node(
+                &net,
+                id,
+                Bootstrap::Initial(voters.clone()),
+                threshold,
+            )));
+        }
+        Cluster { net, nodes }
+    }
+
+    fn node(&self, id: u64) -> &TestNode {
+        self.nodes[(id - 1) as usize].as_ref().unwrap()
+    }
+
+    async fn leader(&self, among: &[u64]) -> u64 {
+        wait_for(Duration::from_secs(10), || {
+            among.iter().copied().find(|id| {
+                let s = self.node(*id).handle.status();
+                s.role == Role::Leader
+                    && among
+                        .iter()
+                        .all(|o| self.node(*o).handle.status().leader_id == *id)
+            })
+        })
+        .await
+        .expect("a leader is elected")
+    }
+}
+
+fn start_node(net: &Arc<MemoryNetwork>, id: u64, bootstrap: Bootstrap, threshold: u64) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = RecordingSm::default();
+    let handle = NodeHandle::start(
+        config(id, dir.path(), bootstrap, threshold),
+        sm.clone(),
+        net.transport(id),
+    )
+    .unwrap();
+    net.register(handle.mailbox());
+    TestNode {
+        handle,
+        sm,
+        _dir: dir,
+    }
+}
+
+/// Polls `f` every 10 ms until it returns Some or `limit` passes.
+async fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Proposes with retries on retryable errors until `limit`.
+async fn propose_retrying(h: &NodeHandle<u64>, data: &[u8], limit: Duration) -> u64 {
+    let end = Instant::now() + limit;
+    loop {
+        match h.propose(data.to_vec()).await {
+            Ok(index) => return index,
+            Err(e) if e.is_retryable() && Instant::now() < end => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("proposal failed: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_one_leader_and_apply_the_same_entries_in_order() {
+    let c = Cluster::start(3, 10_000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    for i in 0..30u64 {
+        let via = i % 3 + 1;
+        propose_retrying(
+            &c.node(via).handle,
+            format!("w{i}").as_bytes(),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    let expected = c.node(leader).sm.payloads();
+    assert_eq!(expected.len(), 30);
+    for id in 1..=3 {
+        let got = wait_for(Duration::from_secs(10), || {
+            let p = c.node(id).sm.payloads();
+            (p.len() == 30).then_some(p)
+        })
+        .await
+        .expect("every node applies every entry");
+        assert_eq!(got, expected, "node {id} applied a different sequence");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leaders_proposals_fail_and_the_majority_goes_on() {
+    let c = Cluster::start(3, 10_000);
+    let old = c.leader(&[1, 2, 3]).await;
+    propose_retrying(&c.node(old).handle, b"before", Duration::from_secs(10)).await;
+    c.net.isolate(old);
+    // The old leader cannot commit: its proposal must fail, never succeed.
+    let stranded = c.node(old).handle.propose(b"stranded".to_vec()).await;
+    assert!(
+        matches!(
+            stranded,
+            Err(ProposeError::Uncertain(_)) | Err(ProposeError::Dropped)
+        ),
+        "{stranded:?}"
+    );
+    let rest: Vec<u64> = (1..=3).filter(|i| *i != old).collect();
+    let new = c.leader(&rest).await;
+    assert_ne!(new, old);
+    propose_retrying(&c.node(new).handle, b"after", Duration::from_secs(10)).await;
+    c.net.heal();
+    let expected = c.node(new).sm.payloads();
+    let converged = wait_for(Duration::from_secs(10), || {
+        (c.node(old).sm.payloads() == expected).then_some(())
+    })
+    .await;
+    assert!(converged.is_some(), "old leader converges after healing");
+    assert!(!expected.contains(&b"stranded".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_cannot_read_linearizably() {
+    let c = Cluster::start(3, 10_000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    assert!(c.node(follower).handle.read_index().await.is_ok());
+    c.net.isolate(follower);
+    let r = c.node(follower).handle.read_index().await;
+    assert!(
+        matches!(
+            r,
+            Err(ReadError::Timeout | ReadError::NoLeader | ReadError::LeadershipChanged)
+        ),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_node_catches_up_by_snapshot_after_compaction() {
+    let c = Cluster::start(3, 20);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let lagging = (1..=3).find(|i| *i != leader).unwrap();
+    c.net.isolate(lagging);
+    let rest: Vec<u64> = (1..=3).filter(|i| *i != lagging).collect();
+    let leader = c.leader(&rest).await;
+    for i in 0..100u64 {
+        propose_retrying(
+            &c.node(leader).handle,
+            format!("w{i}").as_bytes(),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    let first = c.node(leader).handle.status().first_index;
+    assert!(
+        first > 50,
+        "the leader compacted its log (first index {first})"
+    );
+    c.net.heal();
+    let expected = c.node(leader).sm.payloads();
+    let caught_up = wait_for(Duration::from_secs(15), || {
+        (c.node(lagging).sm.payloads() == expected).then_some(())
+    })
+    .await;
+    assert!(caught_up.is_some(), "lagging node installs the snapshot");
+    // And keeps following by log afterwards.
+    propose_retrying(
+        &c.node(leader).handle,
+        b"after-snapshot",
+        Duration::from_secs(10),
+    )
+    .await;
+    let expected = c.node(leader).sm.payloads();
+    let followed = wait_for(Duration::from_secs(10), || {
+        (c.node(lagging).sm.payloads() == expected).then_some(())
+    })
+    .await;
+    assert!(followed.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_add_learner_promote_and_remove() {
+    let mut c = Cluster::start(3, 10_000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    propose_retrying(
+        &c.node(leader).handle,
+        b"before-join",
+        Duration::from_secs(10),
+    )
+    .await;
+    c.nodes
+        .push(Some(start_node(&c.net, 4, Bootstrap::Join, 10_000)));
+    let cs = c.node(leader).handle.add_learner(4).await.unwrap();
+    assert!(cs.learners.contains(&4));
+    let expected = c.node(leader).sm.payloads();
+    let joined = wait_for(Duration::from_secs(10), || {
+        (c.node(4).sm.payloads() == expected).then_some(())
+    })
+    .await;
+    assert!(
+        joined.is_some(),
+        "the learner catches up (snapshot, then log)"
+    );
+    let cs = c.node(leader).handle.promote(4).await.unwrap();
+    assert!(cs.voters.contains(&4));
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    let cs = c.node(leader).handle.remove(victim).await.unwrap();
+    assert!(!cs.voters.contains(&victim));
+    propose_retrying(
+        &c.node(leader).handle,
+        b"after-remove",
+        Duration::from_secs(10),
+    )
+    .await;
+    let voters = c.node(4).handle.status().voters;
+    let expected_voters: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|i| *i != victim).collect();
+    let seen = wait_for(Duration::from_secs(10), || {
+        (c.node(4).handle.status().voters == expected_voters).then_some(())
+    })
+    .await;
+    assert!(
+        seen.is_some(),
+        "node 4 sees the new voter set (had {voters:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_can_be_transferred() {
+    let c = Cluster::start(3, 10_000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    propose_retrying(&c.node(leader).handle, b"x", Duration::from_secs(10)).await;
+    let target = (1..=3).find(|i| *i != leader).unwrap();
+    // The target must have the leader's log for the transfer to go through.
+    wait_for(Duration::from_secs(10), || {
+        (c.node(target).sm.payloads().len() == 1).then_some(())
+    })
+    .await;
+    c.node(leader).handle.transfer_leader(target);
+    let moved = wait_for(Duration::from_secs(10), || {
+        (c.node(target).handle.status().role == Role::Leader).then_some(())
+    })
+    .await;
+    assert!(moved.is_some(), "leadership moves to {target}");
+}
