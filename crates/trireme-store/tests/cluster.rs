@@ -84,20 +84,20 @@ impl Cluster {
         .expect("a leader is elected")
     }
 
-    /// Waits until every listed replica applied the same index and returns their hashes.
+    /// Waits until every listed replica has applied the same index and holds the same
+    /// state hash; returns the hashes last seen (equal unless the wait timed out).
     async fn converged(&self, ids: &[u64]) -> Vec<u32> {
-        wait_for(Duration::from_secs(15), || {
+        let mut last = Vec::new();
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
             let applied: Vec<u64> = ids.iter().map(|i| self.s(*i).status().applied).collect();
-            let commit = ids
-                .iter()
-                .map(|i| self.s(*i).status().commit)
-                .max()
-                .unwrap();
-            (applied.iter().all(|a| *a == applied[0] && *a >= commit)).then_some(())
-        })
-        .await
-        .expect("replicas converge");
-        ids.iter().map(|i| self.s(*i).hash().unwrap()).collect()
+            last = ids.iter().map(|i| self.s(*i).hash().unwrap()).collect();
+            if applied.iter().all(|a| *a == applied[0]) && last.iter().all(|h| *h == last[0]) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        last
     }
 }
 

@@ -91,15 +91,28 @@ fn an_fsync_error_stops_the_node_instead_of_acknowledging() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let failed = failed.expect("the node reports that it stopped");
-    assert!(failed.contains("I/O") || failed.contains("Input/output"), "{failed}");
-    assert_eq!(status.code(), Some(3), "the child exits because its node stopped");
+    assert!(
+        failed.contains("I/O") || failed.contains("Input/output"),
+        "{failed}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "the child exits because its node stopped"
+    );
     // One write may have been fsynced just before the fault was switched on.
-    assert!(acks_after <= 1, "{acks_after} writes acknowledged after fsync started failing");
+    assert!(
+        acks_after <= 1,
+        "{acks_after} writes acknowledged after fsync started failing"
+    );
 }
 
 /// The child: a one-replica store that writes until its node stops.
 fn child(dir: &std::path::Path) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let net = MemoryNetwork::new();
         let mut node = NodeConfig::new(1, dir, Bootstrap::Initial(vec![1]));
@@ -111,7 +124,12 @@ fn child(dir: &std::path::Path) {
         let mut i = 0u64;
         while Instant::now() < end {
             i += 1;
-            let put = PutRequest { key: format!("k{i}").into(), value: b"v".to_vec(), lease: 0, prev_kv: false };
+            let put = PutRequest {
+                key: format!("k{i}").into(),
+                value: b"v".to_vec(),
+                lease: 0,
+                prev_kv: false,
+            };
             match store.put(put).await {
                 Ok(_) => writeln!(out, "ACK {i}").unwrap(),
                 Err(e) => {
