@@ -1,0 +1,173 @@
+//! The API's errors and the one place they become HTTP responses. For the etcd v3
+//! gateway that is grpc-gateway's shape: `{"error": ..., "code": <grpc code>,
+//! "message": ...}` with the HTTP status grpc-gateway gives that code.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use trireme_mvcc::CommandError;
+use trireme_raft::{ProposeError, ReadError};
+use trireme_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("etcdserver: request is too large")]
+    TooLarge,
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// gRPC status codes the gateway reports.
+const INVALID_ARGUMENT: u16 = 3;
+const DEADLINE_EXCEEDED: u16 = 4;
+const NOT_FOUND: u16 = 5;
+const RESOURCE_EXHAUSTED: u16 = 8;
+const FAILED_PRECONDITION: u16 = 9;
+const OUT_OF_RANGE: u16 = 11;
+const INTERNAL: u16 = 13;
+const UNAVAILABLE: u16 = 14;
+
+impl ApiError {
+    /// (HTTP status, gRPC code, etcd's message).
+    fn parts(&self) -> (StatusCode, u16, String) {
+        match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT, m.clone()),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                RESOURCE_EXHAUSTED,
+                self.to_string(),
+            ),
+            ApiError::Store(e) => store_parts(e),
+        }
+    }
+}
+
+fn store_parts(e: &StoreError) -> (StatusCode, u16, String) {
+    use StatusCode as S;
+    match e {
+        StoreError::Propose(ProposeError::Uncertain(trireme_raft::UncertainReason::Timeout)) => (
+            S::GATEWAY_TIMEOUT,
+            DEADLINE_EXCEEDED,
+            "etcdserver: request timed out".into(),
+        ),
+        StoreError::Propose(ProposeError::Uncertain(_)) => (
+            S::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "etcdserver: leader changed".into(),
+        ),
+        StoreError::Propose(ProposeError::Dropped) => (
+            S::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "etcdserver: no leader".into(),
+        ),
+        StoreError::Propose(ProposeError::Busy) | StoreError::ReadIndex(ReadError::Busy) => (
+            S::TOO_MANY_REQUESTS,
+            RESOURCE_EXHAUSTED,
+            "etcdserver: too many requests".into(),
+        ),
+        StoreError::Propose(ProposeError::InvalidConfChange(m)) => {
+            (S::BAD_REQUEST, FAILED_PRECONDITION, m.clone())
+        }
+        StoreError::Propose(ProposeError::Stopped) | StoreError::ReadIndex(ReadError::Stopped) => (
+            S::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "etcdserver: server stopped".into(),
+        ),
+        StoreError::ReadIndex(ReadError::Timeout) => (
+            S::GATEWAY_TIMEOUT,
+            DEADLINE_EXCEEDED,
+            "etcdserver: request timed out".into(),
+        ),
+        StoreError::ReadIndex(_) => (
+            S::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "etcdserver: leader changed".into(),
+        ),
+        StoreError::Command(c) => command_parts(c),
+        StoreError::Compacted { .. } => (
+            S::BAD_REQUEST,
+            OUT_OF_RANGE,
+            "etcdserver: mvcc: required revision has been compacted".into(),
+        ),
+        StoreError::FutureRevision { .. } => (
+            S::BAD_REQUEST,
+            OUT_OF_RANGE,
+            "etcdserver: mvcc: required revision is a future revision".into(),
+        ),
+        StoreError::EmptyKey => (
+            S::BAD_REQUEST,
+            INVALID_ARGUMENT,
+            "etcdserver: key is not provided".into(),
+        ),
+        StoreError::TooLarge { .. } => (
+            S::PAYLOAD_TOO_LARGE,
+            RESOURCE_EXHAUSTED,
+            "etcdserver: request is too large".into(),
+        ),
+        StoreError::Malformed(m) | StoreError::Storage(m) => {
+            (S::INTERNAL_SERVER_ERROR, INTERNAL, m.clone())
+        }
+    }
+}
+
+fn command_parts(c: &CommandError) -> (StatusCode, u16, String) {
+    use StatusCode as S;
+    let (status, code, msg) = match c {
+        CommandError::EmptyKey => (
+            S::BAD_REQUEST,
+            INVALID_ARGUMENT,
+            "etcdserver: key is not provided",
+        ),
+        CommandError::LeaseNotFound(_) => (
+            S::NOT_FOUND,
+            NOT_FOUND,
+            "etcdserver: requested lease not found",
+        ),
+        CommandError::LeaseExists(_) => (
+            S::BAD_REQUEST,
+            FAILED_PRECONDITION,
+            "etcdserver: lease already exists",
+        ),
+        CommandError::InvalidLease { .. } => (
+            S::BAD_REQUEST,
+            INVALID_ARGUMENT,
+            "etcdserver: lease TTL must be positive",
+        ),
+        CommandError::Compacted { .. } => (
+            S::BAD_REQUEST,
+            OUT_OF_RANGE,
+            "etcdserver: mvcc: required revision has been compacted",
+        ),
+        CommandError::FutureRevision { .. } => (
+            S::BAD_REQUEST,
+            OUT_OF_RANGE,
+            "etcdserver: mvcc: required revision is a future revision",
+        ),
+        CommandError::DuplicateKeyInTxn => (
+            S::BAD_REQUEST,
+            INVALID_ARGUMENT,
+            "etcdserver: duplicate key given in txn request",
+        ),
+        CommandError::TooManyOps => (
+            S::BAD_REQUEST,
+            INVALID_ARGUMENT,
+            "etcdserver: too many operations in txn request",
+        ),
+        CommandError::AlreadyApplied => (
+            S::INTERNAL_SERVER_ERROR,
+            INTERNAL,
+            "etcdserver: entry already applied",
+        ),
+    };
+    (status, code, msg.to_string())
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        let body = serde_json::json!({ "error": message, "code": code, "message": message });
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,638 @@
+//! The etcd v3 JSON gateway for the KV, lease and maintenance APIs: the paths, field
+//! names (proto names, snake_case), base64 bytes and string-encoded integers of etcd's
+//! grpc-gateway, so that curl scripts and tools written for etcd work unchanged.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use trireme_mvcc::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, PutRequest, RangeRequest,
+    RequestOp, ResponseOp, TxnRequest,
+};
+use trireme_store::Consistency;
+
+use crate::error::ApiError;
+use crate::json::{
+    b64, de_i64, de_u64, is_false, is_zero_i64, is_zero_u64, ser_i64, ser_u64, EnumValue, JsonBody,
+};
+use crate::ApiState;
+
+#[derive(Serialize)]
+pub struct Header {
+    #[serde(serialize_with = "ser_u64")]
+    cluster_id: u64,
+    #[serde(serialize_with = "ser_u64")]
+    member_id: u64,
+    #[serde(serialize_with = "ser_u64")]
+    revision: u64,
+    #[serde(serialize_with = "ser_u64")]
+    raft_term: u64,
+}
+
+impl ApiState {
+    fn header(&self, revision: u64) -> Header {
+        Header {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision: if revision == 0 {
+                self.store.revision()
+            } else {
+                revision
+            },
+            raft_term: self.store.status().term,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct KeyValueJson {
+    #[serde(with = "b64")]
+    key: Vec<u8>,
+    #[serde(serialize_with = "ser_u64", skip_serializing_if = "is_zero_u64")]
+    create_revision: u64,
+    #[serde(serialize_with = "ser_u64", skip_serializing_if = "is_zero_u64")]
+    mod_revision: u64,
+    #[serde(serialize_with = "ser_u64", skip_serializing_if = "is_zero_u64")]
+    version: u64,
+    #[serde(with = "b64", skip_serializing_if = "Vec::is_empty")]
+    value: Vec<u8>,
+    #[serde(serialize_with = "ser_i64", skip_serializing_if = "is_zero_i64")]
+    lease: i64,
+}
+
+impl From<KeyValue> for KeyValueJson {
+    fn from(kv: KeyValue) -> Self {
+        KeyValueJson {
+            key: kv.key,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            value: kv.value,
+            lease: kv.lease,
+        }
+    }
+}
+
+// ---- put ----
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct PutJson {
+    #[serde(with = "b64")]
+    key: Vec<u8>,
+    #[serde(with = "b64")]
+    value: Vec<u8>,
+    #[serde(deserialize_with = "de_i64")]
+    lease: i64,
+    #[serde(alias = "prevKv")]
+    prev_kv: bool,
+    #[serde(alias = "ignoreValue")]
+    ignore_value: bool,
+    #[serde(alias = "ignoreLease")]
+    ignore_lease: bool,
+}
+
+impl PutJson {
+    fn into_request(self) -> Result<PutRequest, ApiError> {
+        if self.ignore_value || self.ignore_lease {
+            return Err(ApiError::BadRequest(
+                "ignore_value and ignore_lease are not supported".into(),
+            ));
+        }
+        if self.key.is_empty() {
+            return Err(ApiError::BadRequest(
+                "etcdserver: key is not provided".into(),
+            ));
+        }
+        Ok(PutRequest {
+            key: self.key,
+            value: self.value,
+            lease: self.lease,
+            prev_kv: self.prev_kv,
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub struct PutResponseJson {
+    header: Header,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_kv: Option<KeyValueJson>,
+}
+
+pub async fn put(
+    State(s): State<ApiState>,
+    JsonBody(req): JsonBody<PutJson>,
+) -> Result<Json<PutResponseJson>, ApiError> {
+    let r = s.store.put(req.into_request()?).await?;
+    Ok(Json(PutResponseJson {
+        header: s.header(r.revision),
+        prev_kv: r.prev_kv.map(Into::into),
+    }))
+}
+
+// ---- range ----
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct RangeJson {
+    #[serde(with = "b64")]
+    key: Vec<u8>,
+    #[serde(with = "b64", alias = "rangeEnd")]
+    range_end: Vec<u8>,
+    #[serde(deserialize_with = "de_i64")]
+    limit: i64,
+    #[serde(deserialize_with = "de_i64")]
+    revision: i64,
+    #[serde(alias = "sortOrder")]
+    sort_order: EnumValue,
+    #[serde(alias = "sortTarget")]
+    sort_target: EnumValue,
+    serializable: bool,
+    #[serde(alias = "keysOnly")]
+    keys_only: bool,
+    #[serde(alias = "countOnly")]
+    count_only: bool,
+    #[serde(deserialize_with = "de_i64", alias = "minModRevision")]
+    min_mod_revision: i64,
+    #[serde(deserialize_with = "de_i64", alias = "maxModRevision")]
+    max_mod_revision: i64,
+    #[serde(deserialize_with = "de_i64", alias = "minCreateRevision")]
+    min_create_revision: i64,
+    #[serde(deserialize_with = "de_i64", alias = "maxCreateRevision")]
+    max_create_revision: i64,
+}
+
+const SORT_ORDERS: &[&str] = &["NONE", "ASCEND", "DESCEND"];
+const SORT_TARGETS: &[&str] = &["KEY", "VERSION", "CREATE", "MOD", "VALUE"];
+
+/// A range request checked and split into what the store does and what this layer
+/// does after it (descending order).
+struct RangePlan {
+    req: RangeRequest,
+    descend: bool,
+    limit: u64,
+    serializable: bool,
+}
+
+impl RangeJson {
+    fn plan(self) -> Result<RangePlan, ApiError> {
+        if self.key.is_empty() {
+            return Err(ApiError::BadRequest(
+                "etcdserver: key is not provided".into(),
+            ));
+        }
+        if self.limit < 0 || self.revision < 0 {
+            return Err(ApiError::BadRequest(
+                "limit and revision must not be negative".into(),
+            ));
+        }
+        if self.min_mod_revision != 0
+            || self.max_mod_revision != 0
+            || self.min_create_revision != 0
+            || self.max_create_revision != 0
+        {
+            return Err(ApiError::BadRequest(
+                "min/max mod/create revision filters are not supported".into(),
+            ));
+        }
+        let order = self.sort_order.resolve(SORT_ORDERS, "sort_order")?;
+        let target = self.sort_target.resolve(SORT_TARGETS, "sort_target")?;
+        if target != 0 {
+            return Err(ApiError::BadRequest(
+                "only sort_target KEY is supported".into(),
+            ));
+        }
+        let descend = order == 2;
+        let limit = self.limit as u64;
+        Ok(RangePlan {
+            req: RangeRequest {
+                key: self.key,
+                range_end: self.range_end,
+                // A descending read needs the last keys: read all, then cut.
+                limit: if descend { 0 } else { limit },
+                revision: self.revision as u64,
+                keys_only: self.keys_only,
+                count_only: self.count_only,
+            },
+            descend,
+            limit,
+            serializable: self.serializable,
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub struct RangeResponseJson {
+    header: Header,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    kvs: Vec<KeyValueJson>,
+    #[serde(skip_serializing_if = "is_false")]
+    more: bool,
+    #[serde(serialize_with = "ser_u64", skip_serializing_if = "is_zero_u64")]
+    count: u64,
+}
+
+async fn run_range(s: &ApiState, plan: RangePlan) -> Result<RangeResponseJson, ApiError> {
+    let consistency = if plan.serializable {
+        Consistency::Serializable
+    } else {
+        Consistency::Linearizable
+    };
+    let r = s.store.range(&plan.req, consistency).await?;
+    let mut kvs = r.kvs;
+    let mut more = r.more;
+    if plan.descend {
+        kvs.reverse();
+        if plan.limit > 0 && kvs.len() as u64 > plan.limit {
+            kvs.truncate(plan.limit as usize);
+            more = true;
+        }
+    }
+    Ok(RangeResponseJson {
+        header: s.header(r.revision),
+        kvs: kvs.into_iter().map(Into::into).collect(),
+        more,
+        count: r.count,
+    })
+}
+
+pub async fn range(
+    State(s): State<ApiState>,
+    JsonBody(req): JsonBody<RangeJson>,
+) -> Result<Json<RangeResponseJson>, ApiError> {
+    let plan = req.plan()?;
+    Ok(Json(run_range(&s, plan).await?))
+}
+
+// ---- delete range ----
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct DeleteRangeJson {
+    #[serde(with = "b64")]
+    key: Vec<u8>,
+    #[serde(with = "b64", alias = "rangeEnd")]
+    range_end: Vec<u8>,
+    #[serde(alias = "prevKv")]
+    prev_kv: bool,
+}
+
+impl DeleteRangeJson {
+    fn into_request(self) -> Result<DeleteRangeRequest, ApiError> {
+        if self.key.is_empty() {
+            return Err(ApiError::BadRequest(
+                "etcdserver: key is not provided".into(),
+            ));
+        }
+        Ok(DeleteRangeRequest {
+            key: self.key,
+            range_end: self.range_end,
+            prev_kv: self.prev_kv,
+        })
+    }
+}
+
+#[derive(Serialize)]
+pub struct DeleteRangeResponseJson {
+    header: Header,
+    #[serde(serialize_with = "ser_u64", skip_serializing_if = "is_zero_u64")]
+    deleted: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    prev_kvs: Vec<KeyValueJson>,
+}
+
+pub async fn delete_range(
+    State(s): State<ApiState>,
+    JsonBody(req): JsonBody<DeleteRangeJson>,
+) -> Result<Json<DeleteRangeResponseJson>, ApiError> {
+    let r = s.store.delete_range(req.into_request()?).await?;
+    Ok(Json(DeleteRangeResponseJson {
+        header: s.header(r.revision),
+        deleted: r.deleted,
+        prev_kvs: r.prev_kvs.into_iter().map(Into::into).collect(),
+    }))
+}
+
+// ---- txn ----
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct CompareJson {
+    result: EnumValue,
+    target: EnumValue,
+    #[serde(with = "b64")]
+    key: Vec<u8>,
+    #[serde(with = "b64", alias = "rangeEnd")]
+    range_end: Vec<u8>,
+    #[serde(deserialize_with = "de_u64")]
+    version: u64,
+    #[serde(deserialize_with = "de_u64", alias = "createRevision")]
+    create_revision: u64,
+    #[serde(deserialize_with = "de_u64", alias = "modRevision")]
+    mod_revision: u64,
+    #[serde(with = "b64")]
+    value: Vec<u8>,
+    #[serde(deserialize_with = "de_i64")]
+    lease: i64,
+}
+
+const COMPARE_RESULTS: &[&str] = &["EQUAL", "GREATER", "LESS", "NOT_EQUAL"];
+const COMPARE_TARGETS: &[&str] = &["VERSION", "CREATE", "MOD", "VALUE", "LEASE"];
+
+impl CompareJson {
+    fn into_compare(self) -> Result<Compare, ApiError> {
+        let result = match self.result.resolve(COMPARE_RESULTS, "compare.result")? {
+            0 => CompareResult::Equal,
+            1 => CompareResult::Greater,
+            2 => CompareResult::Less,
+            _ => CompareResult::NotEqual,
+        };
+        let target = match self.target.resolve(COMPARE_TARGETS, "compare.target")? {
+            0 => CompareTarget::Version(self.version),
+            1 => CompareTarget::CreateRevision(self.create_revision),
+            2 => CompareTarget::ModRevision(self.mod_revision),
+            3 => CompareTarget::Value(self.value),
+            _ => CompareTarget::Lease(self.lease),
+        };
+        if self.key.is_empty() {
+            return Err(ApiError::BadRequest(
+                "etcdserver: key is not provided".into(),
+            ));
+        }
+        Ok(Compare {
+            key: self.key,
+            range_end: self.range_end,
+            target,
+            result,
+        })
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct RequestOpJson {
+    #[serde(alias = "requestRange")]
+    request_range: Option<RangeJson>,
+    #[serde(alias = "requestPut")]
+    request_put: Option<PutJson>,
+    #[serde(alias = "requestDeleteRange")]
+    request_delete_range: Option<DeleteRangeJson>,
+    #[serde(alias = "requestTxn")]
+    request_txn: Option<serde_json::Value>,
+}
+
+impl RequestOpJson {
+    fn into_op(self) -> Result<RequestOp, ApiError> {
+        match (self.request_range, self.request_put, self.request_delete_range, self.request_txn) {
+            (Some(r), None, None, None) => {
+                let plan = r.plan()?;
+                if plan.descend {
+                    return Err(ApiError::BadRequest("descending ranges inside a txn are not supported".into()));
+                }
+                Ok(RequestOp::Range(plan.req))
+            }
+            (None, Some(p), None, None) => Ok(RequestOp::Put(p.into_request()?)),
+            (None, None, Some(d), None) => Ok(RequestOp::DeleteRange(d.into_request()?)),
+            (None, None, None, Some(_)) => Err(ApiError::BadRequest("nested txn is not supported".into())),
+            _ => Err(ApiError::BadRequest(
+                "each txn operation needs exactly one of request_range, request_put, request_delete_range".into(),
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct TxnJson {
+    compare: Vec<CompareJson>,
+    success: Vec<RequestOpJson>,
+    failure: Vec<RequestOpJson>,
+}
+
+#[derive(Serialize)]
+pub struct ResponseOpJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_range: Option<RangeResponseJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_put: Option<PutResponseJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_delete_range: Option<DeleteRangeResponseJson>,
+}
+
+#[derive(Serialize)]
+pub struct TxnResponseJson {
+    header: Header,
+    #[serde(skip_serializing_if = "is_false")]
+    succeeded: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    responses: Vec<ResponseOpJson>,
+}
+
+pub async fn txn(
+    State(s): State<ApiState>,
+    JsonBody(req): JsonBody<TxnJson>,
+) -> Result<Json<TxnResponseJson>, ApiError> {
+    let txn = TxnRequest {
+        compare: req
+            .compare
+            .into_iter()
+            .map(CompareJson::into_compare)
+            .collect::<Result<_, _>>()?,
+        success: req
+            .success
+            .into_iter()
+            .map(RequestOpJson::into_op)
+            .collect::<Result<_, _>>()?,
+        failure: req
+            .failure
+            .into_iter()
+            .map(RequestOpJson::into_op)
+            .collect::<Result<_, _>>()?,
+    };
+    let r = s.store.txn(txn).await?;
+    let responses = r
+        .responses
+        .into_iter()
+        .map(|op| match op {
+            ResponseOp::Range(rr) => ResponseOpJson {
+                response_range: Some(RangeResponseJson {
+                    header: s.header(rr.revision),
+                    kvs: rr.kvs.into_iter().map(Into::into).collect(),
+                    more: rr.more,
+                    count: rr.count,
+                }),
+                response_put: None,
+                response_delete_range: None,
+            },
+            ResponseOp::Put(p) => ResponseOpJson {
+                response_range: None,
+                response_put: Some(PutResponseJson {
+                    header: s.header(p.revision),
+                    prev_kv: p.prev_kv.map(Into::into),
+                }),
+                response_delete_range: None,
+            },
+            ResponseOp::DeleteRange(d) => ResponseOpJson {
+                response_range: None,
+                response_put: None,
+                response_delete_range: Some(DeleteRangeResponseJson {
+                    header: s.header(d.revision),
+                    deleted: d.deleted,
+                    prev_kvs: d.prev_kvs.into_iter().map(Into::into).collect(),
+                }),
+            },
+        })
+        .collect();
+    Ok(Json(TxnResponseJson {
+        header: s.header(r.revision),
+        succeeded: r.succeeded,
+        responses,
+    }))
+}
+
+// ---- compaction ----
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct CompactionJson {
+    #[serde(deserialize_with = "de_i64")]
+    revision: i64,
+    physical: bool,
+}
+
+#[derive(Serialize)]
+pub struct HeaderOnly {
+    header: Header,
+}
+
+pub async fn compaction(
+    State(s): State<ApiState>,
+    JsonBody(req): JsonBody<CompactionJson>,
+) -> Result<Json<HeaderOnly>, ApiError> {
+    let _ = req.physical; // compaction is always applied before the response
+    if req.revision <= 0 {
+        return Err(ApiError::BadRequest("revision must be positive".into()));
+    }
+    s.store.compact(req.revision as u64).await?;
+    Ok(Json(HeaderOnly {
+        header: s.header(0),
+    }))
+}
+
+// ---- leases ----
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct LeaseGrantJson {
+    #[serde(rename = "TTL", alias = "ttl", deserialize_with = "de_i64")]
+    ttl: i64,
+    #[serde(rename = "ID", alias = "id", deserialize_with = "de_i64")]
+    id: i64,
+}
+
+#[derive(Serialize)]
+pub struct LeaseGrantResponseJson {
+    header: Header,
+    #[serde(rename = "ID", serialize_with = "ser_i64")]
+    id: i64,
+    #[serde(rename = "TTL", serialize_with = "ser_i64")]
+    ttl: i64,
+}
+
+pub async fn lease_grant(
+    State(s): State<ApiState>,
+    JsonBody(req): JsonBody<LeaseGrantJson>,
+) -> Result<Json<LeaseGrantResponseJson>, ApiError> {
+    if req.ttl <= 0 || req.id < 0 {
+        return Err(ApiError::BadRequest(
+            "TTL must be positive and ID not negative".into(),
+        ));
+    }
+    let (id, ttl) = s.store.lease_grant(req.id, req.ttl).await?;
+    Ok(Json(LeaseGrantResponseJson {
+        header: s.header(0),
+        id,
+        ttl,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct LeaseIdJson {
+    #[serde(rename = "ID", alias = "id", deserialize_with = "de_i64")]
+    id: i64,
+}
+
+pub async fn lease_revoke(
+    State(s): State<ApiState>,
+    JsonBody(req): JsonBody<LeaseIdJson>,
+) -> Result<Json<HeaderOnly>, ApiError> {
+    let revision = s.store.lease_revoke(req.id).await?;
+    Ok(Json(HeaderOnly {
+        header: s.header(revision),
+    }))
+}
+
+pub async fn lease_keep_alive(
+    State(s): State<ApiState>,
+    JsonBody(req): JsonBody<LeaseIdJson>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ttl = s.store.lease_keep_alive(req.id).await?;
+    Ok(Json(serde_json::json!({
+        "result": { "header": s.header(0), "ID": req.id.to_string(), "TTL": ttl.to_string() }
+    })))
+}
+
+// ---- maintenance ----
+
+#[derive(Serialize)]
+#[allow(non_snake_case)] // etcd's proto names these fields in camelCase
+pub struct StatusResponseJson {
+    header: Header,
+    version: &'static str,
+    #[serde(serialize_with = "ser_u64")]
+    dbSize: u64,
+    #[serde(serialize_with = "ser_u64")]
+    leader: u64,
+    #[serde(serialize_with = "ser_u64")]
+    raftIndex: u64,
+    #[serde(serialize_with = "ser_u64")]
+    raftTerm: u64,
+    #[serde(serialize_with = "ser_u64")]
+    raftAppliedIndex: u64,
+    #[serde(skip_serializing_if = "is_false")]
+    isLearner: bool,
+}
+
+/// The etcd API version this gateway follows.
+pub const ETCD_API_VERSION: &str = "3.5.0";
+
+pub async fn status(State(s): State<ApiState>) -> Json<StatusResponseJson> {
+    let st = s.store.status();
+    Json(StatusResponseJson {
+        header: s.header(0),
+        version: ETCD_API_VERSION,
+        dbSize: dir_size(&s.data_dir),
+        leader: st.leader_id,
+        raftIndex: st.commit,
+        raftTerm: st.term,
+        raftAppliedIndex: st.applied,
+        isLearner: st.learners.contains(&st.id),
+    })
+}
+
+/// Bytes under `dir`, recursively (0 when unreadable).
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

@@ -1,0 +1,69 @@
+//! # trireme-api: the API port of a replica
+//!
+//! Every replica's API is active: it reads from the local store (linearizably by
+//! default) and writes through the quorum. This crate owns HTTP, JSON and the error
+//! shapes clients see; nothing else in the workspace knows HTTP.
+//!
+//! ## Layout
+//! - [`app`]: the router. `serve`: the TLS/plain accept loop with its limits.
+//! - `health`: `/livez`, `/readyz`, `/version`.
+//! - `etcd`: the etcd v3 JSON gateway (`/v3/kv/*`, `/v3/lease/*`,
+//!   `/v3/maintenance/status`).
+//! - `json`: proto3-JSON helpers and the [`json::JsonBody`] extractor.
+//! - `error`: [`ApiError`], the one place errors become responses.
+//!
+//! ## Boundaries
+//! Talks to the store only through `trireme_store::KvStore`; knows nothing of Raft
+//! internals, sled or the peer protocol.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use trireme_store::KvStore;
+
+mod error;
+mod etcd;
+mod health;
+pub mod json;
+mod serve;
+
+pub use error::ApiError;
+pub use etcd::ETCD_API_VERSION;
+pub use serve::{serve, server_tls_config, ServeLimits};
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<KvStore>,
+    pub cluster_id: u64,
+    pub member_id: u64,
+    /// The replica's data directory (for `dbSize`).
+    pub data_dir: PathBuf,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_request_bytes: usize,
+}
+
+/// The API router of one replica.
+pub fn app(state: ApiState) -> Router {
+    let limit = state.max_request_bytes;
+    Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/healthz", get(health::readyz))
+        .route("/version", get(health::version))
+        .route("/v3/kv/put", post(etcd::put))
+        .route("/v3/kv/range", post(etcd::range))
+        .route("/v3/kv/deleterange", post(etcd::delete_range))
+        .route("/v3/kv/txn", post(etcd::txn))
+        .route("/v3/kv/compaction", post(etcd::compaction))
+        .route("/v3/lease/grant", post(etcd::lease_grant))
+        .route("/v3/lease/revoke", post(etcd::lease_revoke))
+        .route("/v3/kv/lease/revoke", post(etcd::lease_revoke))
+        .route("/v3/lease/keepalive", post(etcd::lease_keep_alive))
+        .route("/v3/maintenance/status", post(etcd::status))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

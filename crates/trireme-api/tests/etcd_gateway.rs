@@ -1,0 +1,187 @@
+//! The etcd v3 JSON gateway against a one-replica store, through the router (no socket).
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use trireme_api::{app, ApiState};
+use trireme_raft::memory::MemoryNetwork;
+use trireme_raft::{Bootstrap, NodeConfig, Role, FAST_TICK};
+use trireme_store::{KvStore, StoreConfig};
+
+struct Fixture {
+    state: ApiState,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let net = MemoryNetwork::new();
+    let mut node = NodeConfig::new(1, dir.path(), Bootstrap::Initial(vec![1]));
+    node.tick = FAST_TICK;
+    let store = KvStore::start(StoreConfig::new(node), net.transport(1)).unwrap();
+    net.register(store.node().mailbox());
+    for _ in 0..500 {
+        if store.status().role == Role::Leader {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.status().role, Role::Leader);
+    Fixture {
+        state: ApiState {
+            store: Arc::clone(&store),
+            cluster_id: 7,
+            member_id: 1,
+            data_dir: dir.path().to_path_buf(),
+            max_request_bytes: 64 * 1024,
+        },
+        _dir: dir,
+    }
+}
+
+fn b64(s: &str) -> String {
+    STANDARD.encode(s)
+}
+
+async fn call(f: &Fixture, path: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+    let req = Request::post(path)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap();
+    let resp = app(f.state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, v)
+}
+
+async fn post(f: &Fixture, path: &str, body: Value) -> (StatusCode, Value) {
+    call(f, path, body.to_string()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_range_txn_delete_speak_etcds_json() {
+    let f = fixture().await;
+    let (s, v) = post(
+        &f,
+        "/v3/kv/put",
+        json!({"key": b64("foo"), "value": b64("bar")}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rev = v["header"]["revision"].as_str().unwrap().to_string();
+    assert_eq!(v["header"]["cluster_id"], "7");
+    assert_eq!(v["header"]["member_id"], "1");
+
+    let (s, v) = post(&f, "/v3/kv/range", json!({"key": b64("foo")})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["kvs"][0]["value"], b64("bar"));
+    assert_eq!(v["kvs"][0]["mod_revision"], rev);
+    assert_eq!(v["kvs"][0]["version"], "1");
+    assert_eq!(v["count"], "1");
+
+    // Prefix range, descending, limit; serializable.
+    for k in ["p/a", "p/b", "p/c"] {
+        post(&f, "/v3/kv/put", json!({"key": b64(k), "value": b64("x")})).await;
+    }
+    let (_, v) = post(
+        &f,
+        "/v3/kv/range",
+        json!({"key": b64("p/"), "range_end": b64("p0"), "sort_order": "DESCEND", "limit": 2, "serializable": true}),
+    )
+    .await;
+    let keys: Vec<_> = v["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| kv["key"].clone())
+        .collect();
+    assert_eq!(keys, vec![json!(b64("p/c")), json!(b64("p/b"))]);
+    assert_eq!(v["more"], true);
+
+    // Compare-and-swap on mod_revision.
+    let cas = |rev: &str| {
+        json!({
+            "compare": [{"key": b64("foo"), "target": "MOD", "result": "EQUAL", "mod_revision": rev}],
+            "success": [{"request_put": {"key": b64("foo"), "value": b64("new")}}],
+            "failure": [{"request_range": {"key": b64("foo")}}]
+        })
+    };
+    let (s, v) = post(&f, "/v3/kv/txn", cas(&rev)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["succeeded"], true);
+    let (_, v) = post(&f, "/v3/kv/txn", cas(&rev)).await;
+    assert!(v.get("succeeded").is_none(), "a stale compare fails: {v}");
+    assert_eq!(
+        v["responses"][0]["response_range"]["kvs"][0]["value"],
+        b64("new")
+    );
+
+    let (s, v) = post(
+        &f,
+        "/v3/kv/deleterange",
+        json!({"key": b64("p/"), "range_end": b64("p0"), "prev_kv": true}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["deleted"], "3");
+    assert_eq!(v["prev_kvs"].as_array().unwrap().len(), 3);
+
+    let (s, v) = post(&f, "/v3/maintenance/status", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["leader"], "1");
+    assert!(v["raftIndex"].as_str().is_some() && v["dbSize"].as_str().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors_and_store_nothing() {
+    let f = fixture().await;
+    let before = f.state.store.revision();
+    let huge =
+        json!({"key": b64("big"), "value": STANDARD.encode(vec![b'x'; 100 * 1024])}).to_string();
+    let (s, v) = call(&f, "/v3/kv/put", huge).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["code"], 8);
+    let cases: Vec<(&str, String)> = vec![
+        ("/v3/kv/put", "{\"key\": ".into()),
+        ("/v3/kv/put", "[1,2".into()),
+        ("/v3/kv/put", json!({"key": "not base64!!", "value": b64("x")}).to_string()),
+        ("/v3/kv/put", json!({"key": b64("k"), "lease": "abc"}).to_string()),
+        ("/v3/kv/put", json!({"value": b64("x")}).to_string()),
+        ("/v3/kv/range", json!({"key": b64("k"), "sort_order": "SIDEWAYS"}).to_string()),
+        ("/v3/kv/txn", json!({"success": [{"request_put": {"key": b64("a")}, "request_range": {"key": b64("a")}}]}).to_string()),
+        ("/v3/kv/put", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000))),
+    ];
+    for (path, body) in cases {
+        let (s, v) = call(&f, path, body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path} {body:.60}: {v}");
+        assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    assert_eq!(f.state.store.revision(), before, "nothing was stored");
+    let (s, _) = post(
+        &f,
+        "/v3/kv/range",
+        json!({"key": b64("k"), "revision": 1000}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a future revision");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_version() {
+    let f = fixture().await;
+    for path in ["/livez", "/readyz", "/version"] {
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        let resp = app(f.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    }
+}
