@@ -1,0 +1,132 @@
+//! `trireme`: the one binary. `replica` runs a replica daemon, `certs init` issues the
+//! cluster's certificates, `dev-cluster` runs a local cluster in one command.
+//!
+//! Exit codes: 0 success; 2 bad usage, bad configuration, missing or invalid
+//! certificate, or a data directory of another cluster; 1 any other failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod certs;
+mod client;
+mod config;
+mod dev_cluster;
+mod replica;
+
+#[derive(Parser)]
+#[command(
+    name = "trireme",
+    version,
+    about = "A highly available control-plane store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one replica daemon.
+    Replica {
+        /// The replica's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        overrides: config::Overrides,
+    },
+    /// Certificates for a cluster.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCmd,
+    },
+    /// Start a local cluster of replicas (certificates, configs, processes) and stay
+    /// in the foreground; Ctrl-C stops it.
+    DevCluster(dev_cluster::DevClusterArgs),
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Issue a cluster CA, peer and API certificates per replica, an admin client
+    /// certificate and a kubeconfig.
+    Init {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// A replica as NAME=HOST (repeat for each replica).
+        #[arg(long = "replica", required = true, value_parser = certs::parse_replica)]
+        replicas: Vec<(String, String)>,
+        /// Extra name or IP on every API certificate, e.g. a load balancer (repeatable).
+        #[arg(long = "api-san")]
+        api_sans: Vec<String>,
+        /// Server URL written to the kubeconfig (default: the first --api-san, else the
+        /// first replica's host, on port 6443).
+        #[arg(long)]
+        server: Option<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // ring is the one rustls provider in this binary (RAFT-NOTES gotcha 2).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Cmd::Replica { config, overrides } => replica::main(&config, &overrides),
+        Cmd::Certs {
+            command:
+                CertsCmd::Init {
+                    out,
+                    replicas,
+                    api_sans,
+                    server,
+                    force,
+                },
+        } => {
+            let host = api_sans
+                .first()
+                .or_else(|| replicas.first().map(|(_, h)| h))
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into());
+            let server = server.unwrap_or_else(|| format!("https://{host}:6443"));
+            let plan = certs::CertPlan {
+                out,
+                replicas,
+                api_sans,
+                server,
+                force,
+            };
+            match certs::init(&plan) {
+                Ok(files) => {
+                    for f in files {
+                        println!("wrote {}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("trireme certs init: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::DevCluster(args) => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("trireme dev-cluster: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(dev_cluster::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("trireme dev-cluster: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! `trireme replica --config FILE`: one replica daemon. The peer port (gRPC over mutual
+//! TLS) carries Raft traffic; the API port (HTTPS, optional plain HTTP) serves clients.
+//!
+//! Start-up checks everything before writing anything: the configuration, every
+//! certificate and key file, and that the data directory belongs to this cluster and
+//! this replica. Any failure is one line on stderr and exit code 2.
+//!
+//! SIGTERM or SIGINT: stop accepting API connections, hand leadership to the most
+//! up-to-date voter if this replica leads, stop the Raft node (which syncs), exit 0.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::watch;
+use trireme_raft::{Bootstrap, NodeConfig, Role};
+use trireme_store::{KvStore, StoreConfig};
+use trireme_transport::{member_id, MailboxSlot, PeerServer, PeerTls, PeerTransport};
+
+use crate::config::{ConfigError, LogFormat, Overrides, RawConfig, ReplicaConfig};
+
+/// Certificates and keys, loaded and checked.
+struct Tls {
+    peer: PeerTls,
+    api: Arc<rustls::ServerConfig>,
+}
+
+impl Tls {
+    fn load(cfg: &ReplicaConfig) -> Result<Tls, ConfigError> {
+        let e = |x: trireme_transport::PkiError| ConfigError(x.to_string());
+        let peer = PeerTls::from_files(&cfg.ca, &cfg.peer_cert, &cfg.peer_key)
+            .map_err(|x| ConfigError(x.to_string()))?;
+        if peer.name() != cfg.name {
+            return Err(ConfigError(format!(
+                "{}: the peer certificate is for {:?}, but this replica is {:?}",
+                cfg.peer_cert.display(),
+                peer.name(),
+                cfg.name
+            )));
+        }
+        let ca = trireme_transport::pki::load_certs(&cfg.ca).map_err(e)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in ca {
+            roots.add(c).map_err(|x| {
+                ConfigError(format!(
+                    "{}: not a usable CA certificate: {x}",
+                    cfg.ca.display()
+                ))
+            })?;
+        }
+        let chain = trireme_transport::pki::load_certs(&cfg.api_cert).map_err(e)?;
+        let key = trireme_transport::pki::load_key(&cfg.api_key).map_err(e)?;
+        let api = trireme_api::server_tls_config(chain, key, Some(roots)).map_err(|x| {
+            ConfigError(format!(
+                "{} / {}: unusable API certificate or key: {x}",
+                cfg.api_cert.display(),
+                cfg.api_key.display()
+            ))
+        })?;
+        Ok(Tls { peer, api })
+    }
+}
+
+const IDENTITY_FILE: &str = "trireme.id";
+
+fn identity_line(cfg: &ReplicaConfig) -> String {
+    format!("cluster={} replica={}\n", cfg.cluster_token, cfg.name)
+}
+
+/// A data directory of another cluster or replica is refused (nothing written).
+fn check_identity(cfg: &ReplicaConfig) -> Result<(), ConfigError> {
+    let path = cfg.data_dir.join(IDENTITY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found == identity_line(cfg) => Ok(()),
+        Ok(found) => Err(ConfigError(format!(
+            "data dir {} belongs to {}, not cluster={} replica={}",
+            cfg.data_dir.display(),
+            found.trim(),
+            cfg.cluster_token,
+            cfg.name
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if cfg.data_dir.join("log").exists() || cfg.data_dir.join("state").exists() {
+                return Err(ConfigError(format!(
+                    "data dir {} holds data but no {IDENTITY_FILE}: refusing to guess whose it is",
+                    cfg.data_dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) => Err(ConfigError(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn load(config: &Path, overrides: &Overrides) -> Result<(ReplicaConfig, Tls), ConfigError> {
+    let mut raw = RawConfig::load(config)?;
+    raw.apply(overrides);
+    let cfg = raw.validate()?;
+    let tls = Tls::load(&cfg)?;
+    check_identity(&cfg)?;
+    Ok((cfg, tls))
+}
+
+fn init_tracing(cfg: &ReplicaConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.log_filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn main(config: &Path, overrides: &Overrides) -> ExitCode {
+    let (cfg, tls) = match load(config, overrides) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("trireme replica: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&cfg);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trireme replica: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cfg, tls)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("replica failed: {e:#}");
+            eprintln!("trireme replica: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
+    let id = member_id(&cfg.name);
+    let cluster_id = member_id(&format!("cluster/{}", cfg.cluster_token));
+    // Bind every port before touching the data directory.
+    let peer_listener = tokio::net::TcpListener::bind(cfg.peer_listen)
+        .await
+        .with_context(|| format!("bind the peer port {}", cfg.peer_listen))?;
+    let api_listener = tokio::net::TcpListener::bind(cfg.api_listen)
+        .await
+        .with_context(|| format!("bind the API port {}", cfg.api_listen))?;
+    let insecure_listener = match cfg.insecure_http {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("bind the plain HTTP port {a}"))?,
+        ),
+        None => None,
+    };
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("create {}", cfg.data_dir.display()))?;
+    let identity = cfg.data_dir.join(IDENTITY_FILE);
+    if !identity.exists() {
+        trireme_raft::durable::write_file_atomic(&identity, identity_line(&cfg).as_bytes())
+            .with_context(|| format!("write {}", identity.display()))?;
+    }
+
+    let transport = PeerTransport::new(tokio::runtime::Handle::current(), tls.peer.clone());
+    let mut voters = Vec::new();
+    for (name, url) in &cfg.initial_cluster {
+        let peer = member_id(name);
+        voters.push(peer);
+        if peer != id {
+            transport
+                .set_peer(peer, url)
+                .with_context(|| format!("peer {name} at {url}"))?;
+        }
+    }
+    let mut node = NodeConfig::new(
+        id,
+        &cfg.data_dir,
+        if cfg.join {
+            Bootstrap::Join
+        } else {
+            Bootstrap::Initial(voters)
+        },
+    );
+    node.tick = cfg.tick;
+    node.election_ticks = cfg.election_ticks;
+    node.heartbeat_ticks = cfg.heartbeat_ticks;
+    node.snapshot_threshold = cfg.snapshot_threshold;
+    node.compaction_margin = cfg.compaction_margin;
+    node.request_timeout = cfg.request_timeout;
+    let mut store_config = StoreConfig::new(node);
+    store_config.max_request_bytes = cfg.max_request_bytes;
+    let store = KvStore::start(store_config, Arc::clone(&transport)).context("start the store")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let peer_server = PeerServer::from_listener(
+        peer_listener,
+        tls.peer.clone(),
+        MailboxSlot::with(store.node().mailbox()),
+    )
+    .context("start the peer server")?;
+    let peer_task = tokio::spawn(peer_server.serve(stopped(stop_rx.clone())));
+
+    let app = trireme_api::app(trireme_api::ApiState {
+        store: Arc::clone(&store),
+        cluster_id,
+        member_id: id,
+        data_dir: cfg.data_dir.clone(),
+        max_request_bytes: cfg.max_request_bytes,
+    });
+    let limits = trireme_api::ServeLimits::default();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.api));
+    let mut api_tasks = vec![tokio::spawn(trireme_api::serve(
+        api_listener,
+        Some(acceptor),
+        app.clone(),
+        limits.clone(),
+        stopped(stop_rx.clone()),
+    ))];
+    if let Some(l) = insecure_listener {
+        api_tasks.push(tokio::spawn(trireme_api::serve(
+            l,
+            None,
+            app,
+            limits,
+            stopped(stop_rx.clone()),
+        )));
+    }
+    tracing::info!(
+        name = %cfg.name,
+        member_id = id,
+        zone = cfg.zone.as_deref().unwrap_or("-"),
+        peer = %cfg.peer_listen,
+        peer_url = %cfg.peer_advertise,
+        api = %cfg.api_listen,
+        api_url = %cfg.api_advertise,
+        "replica started"
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut status = store.node().subscribe();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = status.wait_for(|s| s.stopped) => {
+            let why = store.status().failed.unwrap_or_else(|| "stopped".into());
+            anyhow::bail!("the raft node stopped: {why}");
+        }
+    }
+    // 1. No new API requests.
+    let _ = stop_tx.send(true);
+    for t in api_tasks {
+        let _ = t.await;
+    }
+    // 2. Hand leadership over while the peer port still works.
+    hand_over_leadership(&store).await;
+    // 3. Stop the node (it syncs the state machine), then the peer port.
+    store.shutdown().await;
+    let _ = peer_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// If this replica leads, transfers leadership to the voter with the longest log and
+/// waits (bounded) for it to take over.
+async fn hand_over_leadership(store: &KvStore) {
+    let st = store.status();
+    if st.role != Role::Leader {
+        return;
+    }
+    let target = st
+        .progress
+        .iter()
+        .filter(|(id, _)| *id != st.id && st.voters.contains(id))
+        .max_by_key(|(_, matched)| *matched)
+        .map(|(id, _)| *id);
+    let Some(target) = target else { return };
+    tracing::info!(to = target, "transferring leadership before shutdown");
+    store.node().transfer_leader(target);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if store.status().role != Role::Leader {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!("leadership transfer did not complete in time");
+}

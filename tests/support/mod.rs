@@ -1,0 +1,295 @@
+//! Real replica processes for system tests: certificates from `trireme certs init`,
+//! configs on free loopback ports, processes started and killed by PID, and a small
+//! HTTPS client for the etcd-shaped API. Every wait is bounded.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trireme");
+
+/// A free port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Member {
+    pub name: String,
+    pub api: String,
+    pub api_port: u16,
+    pub peer_port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// Certificates, configs for `n` replicas; nothing started.
+    pub fn prepare(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["certs", "init", "--out"]).arg(&pki);
+        for i in 1..=n {
+            cmd.args(["--replica", &format!("replica-{i}=127.0.0.1")]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "certs init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("replica-{} = \"https://127.0.0.1:{peer}\"", i + 1))
+            .collect();
+        let mut members = Vec::new();
+        for (i, (api_port, peer_port)) in ports.iter().enumerate() {
+            let name = format!("replica-{}", i + 1);
+            let config = dir.path().join(format!("{name}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "name = \"{name}\"\ndata_dir = \"data/{name}\"\n\
+                     [cluster]\ntoken = \"system-test\"\ninitial = {{ {initial} }}\n\
+                     [peer]\nlisten = \"127.0.0.1:{peer_port}\"\n\
+                     [api]\nlisten = \"127.0.0.1:{api_port}\"\nmax_request_bytes = 65536\n\
+                     [tls]\nca = \"pki/ca.crt\"\npeer_cert = \"pki/{name}-peer.crt\"\npeer_key = \"pki/{name}-peer.key\"\n\
+                     api_cert = \"pki/{name}-api.crt\"\napi_key = \"pki/{name}-api.key\"\n\
+                     [raft]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
+                     [log]\nfilter = \"info\"\n",
+                    initial = initial.join(", ")
+                ),
+            )
+            .unwrap();
+            members.push(Member {
+                api: format!("https://127.0.0.1:{api_port}"),
+                log: dir.path().join(format!("{name}.log")),
+                name,
+                api_port: *api_port,
+                peer_port: *peer_port,
+                config,
+                child: None,
+            });
+        }
+        let http = client(&pki);
+        Cluster { dir, members, http }
+    }
+
+    /// Prepares and starts `n` replicas, and waits for a leader.
+    pub async fn start(n: usize) -> Cluster {
+        let mut c = Cluster::prepare(n);
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c.wait_leader(&(0..n).collect::<Vec<_>>()).await;
+        c
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("replica")
+            .arg("--config")
+            .arg(&m.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        m.child = Some(child);
+    }
+
+    /// SIGKILL by PID, and reap.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM by PID; waits (bounded) and returns the exit code.
+    pub fn terminate(&mut self, i: usize) -> Option<i32> {
+        let mut c = self.members[i].child.take()?;
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+    }
+
+    pub async fn status(&self, i: usize) -> Option<Value> {
+        self.call(i, "/v3/maintenance/status", json!({}))
+            .await
+            .ok()
+            .map(|(_, v)| v)
+    }
+
+    /// Waits until every listed replica reports the same non-zero leader; returns
+    /// the index of the leader among `members`.
+    pub async fn wait_leader(&self, among: &[usize]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut leaders = Vec::new();
+            for i in among {
+                leaders.push(
+                    self.status(*i)
+                        .await
+                        .and_then(|s| s["leader"].as_str().map(String::from)),
+                );
+            }
+            if let Some(Some(l)) = leaders.first() {
+                if l != "0" && leaders.iter().all(|x| x.as_deref() == Some(l)) {
+                    for i in among {
+                        let s = self.status(*i).await.unwrap();
+                        if s["header"]["member_id"].as_str() == Some(l) {
+                            return *i;
+                        }
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader among {among:?}: {leaders:?}\n{}",
+                self.log(among[0])
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn call(&self, i: usize, path: &str, body: Value) -> reqwest::Result<(u16, Value)> {
+        self.call_raw(i, path, body.to_string()).await
+    }
+
+    pub async fn call_raw(
+        &self,
+        i: usize,
+        path: &str,
+        body: String,
+    ) -> reqwest::Result<(u16, Value)> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.members[i].api))
+            .body(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    /// Put with retries on 5xx (a leader change); returns the revision.
+    pub async fn put(&self, i: usize, key: &str, value: &str) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self
+                .call(
+                    i,
+                    "/v3/kv/put",
+                    json!({"key": b64(key), "value": b64(value)}),
+                )
+                .await
+            {
+                Ok((200, v)) => return v["header"]["revision"].as_str().unwrap().parse().unwrap(),
+                Ok((s, v)) if s >= 500 => eprintln!("put {key} on {i}: {s} {v}"),
+                Ok((s, v)) => panic!("put {key} on {i}: {s} {v}"),
+                Err(e) => eprintln!("put {key} on {i}: {e}"),
+            }
+            assert!(Instant::now() < deadline, "put {key} never succeeded");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Linearizable get with retries on 5xx: (value, mod_revision) or None.
+    pub async fn get(&self, i: usize, key: &str) -> Option<(String, u64)> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.call(i, "/v3/kv/range", json!({"key": b64(key)})).await {
+                Ok((200, v)) => {
+                    return v["kvs"].as_array().and_then(|kvs| kvs.first()).map(|kv| {
+                        let value = String::from_utf8(
+                            STANDARD.decode(kv["value"].as_str().unwrap_or("")).unwrap(),
+                        )
+                        .unwrap();
+                        (value, kv["mod_revision"].as_str().unwrap().parse().unwrap())
+                    })
+                }
+                Ok((s, v)) if s >= 500 => eprintln!("get {key} on {i}: {s} {v}"),
+                Ok((s, v)) => panic!("get {key} on {i}: {s} {v}"),
+                Err(e) => eprintln!("get {key} on {i}: {e}"),
+            }
+            assert!(Instant::now() < deadline, "get {key} never succeeded");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+pub fn b64(s: &str) -> String {
+    STANDARD.encode(s)
+}
+
+/// An HTTPS client trusting the cluster CA and presenting the admin certificate.
+pub fn client(pki: &Path) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.join("ca.crt")).unwrap()).unwrap();
+    let mut id = std::fs::read(pki.join("admin.crt")).unwrap();
+    id.extend(std::fs::read(pki.join("admin.key")).unwrap());
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .identity(reqwest::Identity::from_pem(&id).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
