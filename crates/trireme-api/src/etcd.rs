@@ -18,7 +18,7 @@ use crate::json::{
 use crate::ApiState;
 
 #[derive(Serialize)]
-pub struct Header {
+pub(crate) struct Header {
     #[serde(serialize_with = "ser_u64")]
     cluster_id: u64,
     #[serde(serialize_with = "ser_u64")]
@@ -30,7 +30,7 @@ pub struct Header {
 }
 
 impl ApiState {
-    fn header(&self, revision: u64) -> Header {
+    pub(crate) fn header(&self, revision: u64) -> Header {
         Header {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
@@ -45,7 +45,7 @@ impl ApiState {
 }
 
 #[derive(Serialize)]
-pub struct KeyValueJson {
+pub(crate) struct KeyValueJson {
     #[serde(with = "b64")]
     key: Vec<u8>,
     #[serde(serialize_with = "ser_u64", skip_serializing_if = "is_zero_u64")]
@@ -635,4 +635,39 @@ fn dir_size(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+// ---- hash ----
+
+#[derive(Serialize)]
+pub struct HashKvResponseJson {
+    header: Header,
+    hash: u32,
+    #[serde(serialize_with = "ser_u64")]
+    compact_revision: u64,
+    #[serde(serialize_with = "ser_u64")]
+    raft_applied_index: u64,
+}
+
+/// `POST /v3/maintenance/hashkv`: a hash of this replica's whole MVCC state (every kept
+/// version, not only up to a revision as in etcd) with the revision it covers, so that
+/// replicas can be compared once they have applied the same index.
+pub async fn hash_kv(State(s): State<ApiState>) -> Result<Json<HashKvResponseJson>, ApiError> {
+    // Applied index first: if it is unchanged after hashing, the hash is of that index.
+    for _ in 0..10 {
+        let before = s.store.status().applied;
+        let revision = s.store.revision();
+        let hash = s.store.hash()?;
+        if s.store.status().applied == before {
+            return Ok(Json(HashKvResponseJson {
+                header: s.header(revision),
+                hash,
+                compact_revision: s.store.compact_revision(),
+                raft_applied_index: before,
+            }));
+        }
+    }
+    Err(ApiError::Store(trireme_store::StoreError::Storage(
+        "the state kept changing while it was hashed; retry".into(),
+    )))
 }

@@ -8,7 +8,7 @@
 //! - [`app`]: the router. `serve`: the TLS/plain accept loop with its limits.
 //! - `health`: `/livez`, `/readyz`, `/version`.
 //! - `etcd`: the etcd v3 JSON gateway (`/v3/kv/*`, `/v3/lease/*`,
-//!   `/v3/maintenance/status`).
+//!   `/v3/maintenance/status`, `/v3/maintenance/hashkv`); `etcd_watch`: `/v3/watch`.
 //! - `json`: proto3-JSON helpers and the [`json::JsonBody`] extractor.
 //! - `error`: [`ApiError`], the one place errors become responses.
 //!
@@ -26,6 +26,7 @@ use trireme_store::KvStore;
 
 mod error;
 mod etcd;
+mod etcd_watch;
 mod health;
 pub mod json;
 mod serve;
@@ -64,6 +65,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/v3/kv/lease/revoke", post(etcd::lease_revoke))
         .route("/v3/lease/keepalive", post(etcd::lease_keep_alive))
         .route("/v3/maintenance/status", post(etcd::status))
+        .route("/v3/maintenance/hashkv", post(etcd::hash_kv))
+        .route("/v3/watch", post(etcd_watch::watch))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

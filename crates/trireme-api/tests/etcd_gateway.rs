@@ -185,3 +185,89 @@ async fn health_and_version() {
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_streams_every_event_from_its_start_revision() {
+    let f = fixture().await;
+    let (_, v) = post(
+        &f,
+        "/v3/kv/put",
+        json!({"key": b64("w/a"), "value": b64("1")}),
+    )
+    .await;
+    let first: u64 = v["header"]["revision"].as_str().unwrap().parse().unwrap();
+    post(
+        &f,
+        "/v3/kv/put",
+        json!({"key": b64("w/b"), "value": b64("2")}),
+    )
+    .await;
+    post(&f, "/v3/kv/deleterange", json!({"key": b64("w/a")})).await;
+    post(
+        &f,
+        "/v3/kv/put",
+        json!({"key": b64("other"), "value": b64("x")}),
+    )
+    .await;
+    let body = json!({"create_request": {"key": b64("w/"), "range_end": b64("w0"), "start_revision": first.to_string()}});
+    let req = Request::post("/v3/watch")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = app(f.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("events arrive");
+        let frame = frame.unwrap().unwrap();
+        text.push_str(std::str::from_utf8(frame.data_ref().unwrap()).unwrap());
+        while let Some(i) = text.find('\n') {
+            let line: Value = serde_json::from_str(&text[..i]).unwrap();
+            text.drain(..=i);
+            if let Some(es) = line["result"]["events"].as_array() {
+                events.extend(es.iter().cloned());
+            }
+        }
+    }
+    let summary: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("PUT").to_string(),
+                e["kv"]["key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("PUT".into(), b64("w/a")),
+            ("PUT".into(), b64("w/b")),
+            ("DELETE".into(), b64("w/a"))
+        ]
+    );
+    // Compacted start: the stream says so and ends.
+    let (_, v) = post(
+        &f,
+        "/v3/kv/put",
+        json!({"key": b64("w/c"), "value": b64("3")}),
+    )
+    .await;
+    let now = v["header"]["revision"].as_str().unwrap().to_string();
+    let (s, _) = post(&f, "/v3/kv/compaction", json!({"revision": now})).await;
+    assert_eq!(s, StatusCode::OK);
+    let body = json!({"create_request": {"key": b64("w/"), "range_end": b64("w0"), "start_revision": first.to_string()}});
+    let (s, v) = call(&f, "/v3/watch", body.to_string()).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| v.to_string());
+    assert!(
+        text.contains("\"canceled\":true") && text.contains("compact_revision"),
+        "{text}"
+    );
+}
