@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod certs;
+mod chaos;
 mod client;
 mod config;
 mod dev_cluster;
@@ -44,6 +45,10 @@ enum Cmd {
     /// Start a local cluster of replicas (certificates, configs, processes) and stay
     /// in the foreground; Ctrl-C stops it.
     DevCluster(dev_cluster::DevClusterArgs),
+    /// Run a real cluster under crashes, pauses and partitions with recorded client
+    /// traffic, then check the history (linearizability, lost writes, watches,
+    /// convergence). Exit 0 when clean, 1 on a violation.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Subcommand)]
@@ -109,6 +114,33 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("trireme certs init: {e:#}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Chaos(args) => {
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("trireme chaos: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(chaos::run(args)) {
+                Ok(report) => {
+                    println!("{}", report.line());
+                    if report.summary.is_clean() {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!(
+                            "trireme chaos: violations found; see {}",
+                            report.dir.display()
+                        );
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("trireme chaos: {e:#}");
+                    ExitCode::FAILURE
                 }
             }
         }
