@@ -33,7 +33,18 @@ pub struct Cluster {
     /// `links[i][j]`: replica i dialing replica j (None on the diagonal).
     pub links: Vec<Vec<Option<Arc<Link>>>>,
     pub http: reqwest::Client,
+    /// Replicas run under Debian's `fiu-run -x`, so `fiu-ctrl` can make their fsyncs fail.
+    pub fiu: bool,
     stop: watch::Sender<bool>,
+}
+
+/// True when `fiu-run` and `fiu-ctrl` (Debian's fiu-utils) are installed.
+pub fn fiu_available() -> bool {
+    ["fiu-run", "fiu-ctrl"].iter().all(|c| {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(c).is_file()))
+            .unwrap_or(false)
+    })
 }
 
 fn free_addr() -> anyhow::Result<SocketAddr> {
@@ -114,6 +125,7 @@ impl Cluster {
             replicas,
             links,
             http,
+            fiu: fiu_available(),
             stop,
         })
     }
@@ -131,7 +143,14 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&r.log)?;
-        let child = Command::new(exe)
+        let mut cmd = if self.fiu {
+            let mut c = Command::new("fiu-run");
+            c.arg("-x").arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        };
+        let child = cmd
             .arg("replica")
             .arg("--config")
             .arg(&r.config)
@@ -153,6 +172,36 @@ impl Cluster {
         }
     }
 
+    /// Makes every fsync of replica `i` fail with EIO from now on (libfiu).
+    pub fn fail_fsync(&self, i: usize) -> anyhow::Result<()> {
+        let Some(c) = &self.replicas[i].child else {
+            bail!("replica {i} is not running")
+        };
+        let out = Command::new("fiu-ctrl")
+            .args(["-c", "enable name=posix/io/sync/fdatasync,failinfo=5"])
+            .args(["-c", "enable name=posix/io/sync/fsync,failinfo=5"])
+            .arg(c.id().to_string())
+            .output()
+            .context("run fiu-ctrl")?;
+        if !out.status.success() {
+            bail!(
+                "fiu-ctrl failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The exit status of replica `i` if it has exited (and reaps it).
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let r = &mut self.replicas[i];
+        let status = r.child.as_mut().and_then(|c| c.try_wait().ok().flatten())?;
+        if let Some(c) = r.child.take() {
+            remove_fiu_fifos(c.id());
+        }
+        Some(status)
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self, i: usize) {
         if self.replicas[i].paused {
@@ -161,6 +210,7 @@ impl Cluster {
         if let Some(mut c) = self.replicas[i].child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            remove_fiu_fifos(c.id());
         }
         self.replicas[i].paused = false;
     }
@@ -177,9 +227,12 @@ impl Cluster {
         }
     }
 
-    /// A replica that exited on its own (crash): its log's last lines.
-    pub fn crashed(&mut self) -> Option<String> {
-        for r in &mut self.replicas {
+    /// A replica (not in `expected`) that exited on its own: its log's last lines.
+    pub fn crashed(&mut self, expected: &[usize]) -> Option<String> {
+        for (i, r) in self.replicas.iter_mut().enumerate() {
+            if expected.contains(&i) {
+                continue;
+            }
             if let Some(c) = &mut r.child {
                 if let Ok(Some(status)) = c.try_wait() {
                     let log = std::fs::read_to_string(&r.log).unwrap_or_default();
@@ -309,6 +362,13 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// `fiu-run -x` leaves its control FIFOs behind in the temp dir.
+fn remove_fiu_fifos(pid: u32) {
+    for suffix in ["in", "out"] {
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("fiu-ctrl-{pid}.{suffix}")));
     }
 }
 

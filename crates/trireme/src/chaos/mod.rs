@@ -113,6 +113,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
         dir.display()
     );
     let mut c = Cluster::prepare(&dir, args.replicas, &exe).await?;
+    let mut args = args;
+    if args.nemesis.0.contains(&Nemesis::FsyncFailure) && !c.fiu {
+        args.nemesis.0.retain(|n| *n != Nemesis::FsyncFailure);
+        if args.nemesis.0.is_empty() {
+            bail!("the fsync nemesis needs fiu-run and fiu-ctrl (Debian's fiu-utils)");
+        }
+        println!("fsync nemesis skipped: fiu-run and fiu-ctrl are not installed");
+    }
     for i in 0..c.len() {
         c.start(i, &exe)?;
     }
@@ -182,19 +190,41 @@ async fn drive(
             .await
             .ok()
             .flatten();
-        let injected = nemesis::inject(c, n, leader, &mut rng);
+        let injected = nemesis::inject(c, n, leader, &mut rng)?;
         let hold_until = Instant::now() + n.hold();
         while Instant::now() < hold_until {
-            if let Some(crash) = c.crashed() {
+            if let Some(crash) = c.crashed(&injected.fsync_failed) {
                 bail!("cycle {cycles} ({}): a replica crashed: {crash}", n.name());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for v in &injected.fsync_failed {
+            // Fail-stop: the replica whose fsync failed must be gone, with an error.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let status = loop {
+                if let Some(s) = c.exited(*v) {
+                    break s;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "cycle {cycles} (fsync): replica {} kept running after its fsync failed",
+                        v + 1
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            if status.success() {
+                bail!(
+                    "cycle {cycles} (fsync): replica {} exited 0 after its fsync failed",
+                    v + 1
+                );
+            }
         }
         nemesis::heal(c, &injected, exe)?;
         c.wait_settled(Duration::from_secs(60))
             .await
             .with_context(|| format!("cycle {cycles} ({}): after the heal", n.name()))?;
-        if let Some(crash) = c.crashed() {
+        if let Some(crash) = c.crashed(&[]) {
             bail!("cycle {cycles} ({}): a replica crashed: {crash}", n.name());
         }
         println!(

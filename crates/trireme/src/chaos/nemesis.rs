@@ -33,10 +33,13 @@ pub enum Nemesis {
     /// A follower cut off long enough for the leader to compact its log past it: it
     /// must come back by snapshot.
     SnapshotCatchUp,
+    /// Every fsync of one replica fails (libfiu): it must stop, never carry on; it is
+    /// restarted (without the fault) at heal.
+    FsyncFailure,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 11] = [
+    pub const ALL: [Nemesis; 12] = [
         Nemesis::Kill,
         Nemesis::KillLeader,
         Nemesis::Pause,
@@ -48,6 +51,7 @@ impl Nemesis {
         Nemesis::Drop,
         Nemesis::Blackhole,
         Nemesis::SnapshotCatchUp,
+        Nemesis::FsyncFailure,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +67,7 @@ impl Nemesis {
             Nemesis::Drop => "drop",
             Nemesis::Blackhole => "blackhole",
             Nemesis::SnapshotCatchUp => "snapshot",
+            Nemesis::FsyncFailure => "fsync",
         }
     }
 
@@ -110,12 +115,19 @@ impl Nemesis {
 #[derive(Debug, Default)]
 pub struct Injected {
     pub killed: Vec<usize>,
+    /// Replicas whose fsyncs fail: they must have exited by the end of the hold.
+    pub fsync_failed: Vec<usize>,
     pub paused: Vec<usize>,
     pub links_touched: bool,
 }
 
 /// Injects `n`; `leader` is the current leader's index if known.
-pub fn inject(c: &mut Cluster, n: Nemesis, leader: Option<usize>, rng: &mut StdRng) -> Injected {
+pub fn inject(
+    c: &mut Cluster,
+    n: Nemesis,
+    leader: Option<usize>,
+    rng: &mut StdRng,
+) -> anyhow::Result<Injected> {
     let size = c.len();
     let random = |rng: &mut StdRng| rng.gen_range(0..size);
     let leader_or_random = |rng: &mut StdRng| leader.unwrap_or_else(|| rng.gen_range(0..size));
@@ -180,8 +192,13 @@ pub fn inject(c: &mut Cluster, n: Nemesis, leader: Option<usize>, rng: &mut StdR
             c.set_all_links(LinkMode::Drop { p: 0.05 });
             done.links_touched = true;
         }
+        Nemesis::FsyncFailure => {
+            let v = random(rng);
+            c.fail_fsync(v)?;
+            done.fsync_failed.push(v);
+        }
     }
-    done
+    Ok(done)
 }
 
 /// Undoes what `inject` did.
@@ -192,7 +209,7 @@ pub fn heal(c: &mut Cluster, injected: &Injected, exe: &std::path::Path) -> anyh
     for p in &injected.paused {
         c.resume(*p);
     }
-    for k in &injected.killed {
+    for k in injected.killed.iter().chain(&injected.fsync_failed) {
         c.start(*k, exe)?;
     }
     Ok(())
