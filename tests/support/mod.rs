@@ -293,3 +293,23 @@ pub fn client(pki: &Path) -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+impl Cluster {
+    /// Adds `lines` (TOML `key = value` lines) to the `[api]` section of replica `i`'s
+    /// config; call before `spawn`.
+    pub fn add_api_config(&self, i: usize, lines: &str) {
+        let path = &self.members[i].config;
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.contains("[api]\n"),
+            "no [api] section in {}",
+            path.display()
+        );
+        let lines = lines.trim_end();
+        std::fs::write(
+            path,
+            text.replacen("[api]\n", &format!("[api]\n{lines}\n"), 1),
+        )
+        .unwrap();
+    }
+}

@@ -4,7 +4,9 @@
 //! body problem into the API's own error shape.
 
 use axum::body::Bytes;
+use axum::body::HttpBody as _;
 use axum::extract::{FromRequest, Request};
+use axum::RequestExt;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
@@ -19,6 +21,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A Content-Length over the limit is refused before any of the body is read:
+        // otherwise a client announcing more than it sends kept the request (and its
+        // connection slot) waiting for bytes that never come. The limit in force is
+        // the body's size hint once wrapped by `DefaultBodyLimit` (`Limited` caps the
+        // hint at what is left of the limit).
+        let req = req.with_limited_body();
+        let announced = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let (Some(announced), Some(limit)) = (announced, req.body().size_hint().upper()) {
+            if announced > limit {
+                return Err(ApiError::TooLarge);
+            }
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::TooLarge
@@ -26,10 +44,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::BadRequest(format!("cannot read the request body: {rejection}"))
             }
         })?;
-        let value = if bytes.is_empty() {
-            serde_json::from_slice(b"{}")
-        } else {
-            serde_json::from_slice(&bytes)
+        // Every request is a JSON object (proto3 JSON maps a message to an object).
+        // serde's derived structs would also take a JSON array of the fields in order,
+        // so `["Zm9v","YmFy"]` was a put of foo=bar: refuse anything but an object.
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        let value = match first {
+            None => serde_json::from_slice(b"{}"),
+            Some(b'{') => serde_json::from_slice(&bytes),
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "malformed JSON body: the request must be a JSON object".into(),
+                ))
+            }
         };
         value
             .map(JsonBody)

@@ -10,7 +10,9 @@
 //! - `etcd`: the etcd v3 JSON gateway (`/v3/kv/*`, `/v3/lease/*`,
 //!   `/v3/maintenance/status`, `/v3/maintenance/hashkv`); `etcd_watch`: `/v3/watch`.
 //! - `json`: proto3-JSON helpers and the [`json::JsonBody`] extractor.
-//! - `error`: [`ApiError`], the one place errors become responses.
+//! - `error`: [`ApiError`], the one place etcd-gateway errors become responses.
+//! - `kube`: the Kubernetes-style REST API (discovery, objects, watch, Tables);
+//!   `kube::KubeError` is the one place kube errors become `Status` responses.
 //!
 //! ## Boundaries
 //! Talks to the store only through `trireme_store::KvStore`; knows nothing of Raft
@@ -27,8 +29,11 @@ use trireme_store::KvStore;
 mod error;
 mod etcd;
 mod etcd_watch;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 pub mod json;
+pub mod kube;
 mod serve;
 
 pub use error::ApiError;
@@ -67,6 +72,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v3/maintenance/status", post(etcd::status))
         .route("/v3/maintenance/hashkv", post(etcd::hash_kv))
         .route("/v3/watch", post(etcd_watch::watch))
+        .merge(kube::router())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -4,14 +4,16 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -95,11 +97,104 @@ where
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let service = TowerToHyperService::new(app);
+    let io = FirstBytesDeadline::new(io, limits.header_read_timeout);
     if let Err(e) = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .await
     {
         tracing::debug!(%addr, "connection ended: {e}");
+    }
+}
+
+/// The length of HTTP/2's connection preface: what hyper-util reads to tell HTTP/2
+/// from HTTP/1.1.
+const PREFACE_LEN: usize = 24;
+
+/// Bounds the time until a connection's first bytes arrive. hyper-util's `auto`
+/// builder reads the first bytes to tell HTTP/2 from HTTP/1.1 *before* hyper's header
+/// read timeout starts, with no timeout of its own: a client that finished the TLS
+/// handshake and then sent nothing (or a few bytes of the HTTP/2 preface) held its
+/// connection slot forever. Until `PREFACE_LEN` bytes have been read, a read that is
+/// still waiting when the deadline passes fails with `TimedOut`, which ends the
+/// connection; after that this is a plain pass-through.
+struct FirstBytesDeadline<IO> {
+    io: IO,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    remaining: usize,
+}
+
+impl<IO> FirstBytesDeadline<IO> {
+    fn new(io: IO, timeout: Duration) -> Self {
+        FirstBytesDeadline {
+            io,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            remaining: PREFACE_LEN,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for FirstBytesDeadline<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        let Some(deadline) = this.deadline.as_mut() else {
+            return polled;
+        };
+        match &polled {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len().saturating_sub(before);
+                this.remaining = this.remaining.saturating_sub(n);
+                if n == 0 || this.remaining == 0 {
+                    this.deadline = None;
+                }
+            }
+            Poll::Ready(Err(_)) => this.deadline = None,
+            Poll::Pending => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    this.deadline = None;
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request within the header read timeout",
+                    )));
+                }
+            }
+        }
+        polled
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for FirstBytesDeadline<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

@@ -35,6 +35,8 @@
 
 mod client;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod identity;
 pub mod pki;
 mod proto;

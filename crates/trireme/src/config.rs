@@ -66,6 +66,12 @@ pub struct RawApi {
     /// A plain-HTTP listener for local benchmarks.
     pub insecure_http: Option<String>,
     pub max_request_bytes: Option<usize>,
+    /// Time a client has to finish the TLS handshake.
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// Time a client has to send a request's headers (slow clients are closed).
+    pub header_read_timeout_ms: Option<u64>,
+    /// Open API connections per listener; more are closed at once.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -208,6 +214,9 @@ pub struct ReplicaConfig {
     pub api_advertise: String,
     pub insecure_http: Option<SocketAddr>,
     pub max_request_bytes: usize,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
     pub ca: PathBuf,
     pub peer_cert: PathBuf,
     pub peer_key: PathBuf,
@@ -315,6 +324,27 @@ impl RawConfig {
         if max_request_bytes < 1024 {
             return Err(err("config: `api.max_request_bytes` must be at least 1024"));
         }
+        let api_timeout = |field: &str, v: Option<u64>| match v {
+            None => Ok(Duration::from_secs(10)),
+            Some(ms) if (1..=3_600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+            Some(ms) => Err(err(format!(
+                "config: `{field}` = {ms} must be between 1 and 3600000 (milliseconds)"
+            ))),
+        };
+        let tls_handshake_timeout = api_timeout(
+            "api.tls_handshake_timeout_ms",
+            self.api.tls_handshake_timeout_ms,
+        )?;
+        let header_read_timeout = api_timeout(
+            "api.header_read_timeout_ms",
+            self.api.header_read_timeout_ms,
+        )?;
+        let max_connections = self.api.max_connections.unwrap_or(10_000);
+        if !(1..=1_000_000).contains(&max_connections) {
+            return Err(err(format!(
+                "config: `api.max_connections` = {max_connections} must be between 1 and 1000000"
+            )));
+        }
         let tick_ms = self.raft.tick_ms.unwrap_or(100);
         let election_ticks = self.raft.election_ticks.unwrap_or(10);
         let heartbeat_ticks = self.raft.heartbeat_ticks.unwrap_or(1);
@@ -350,6 +380,9 @@ impl RawConfig {
             api_advertise,
             insecure_http,
             max_request_bytes,
+            tls_handshake_timeout,
+            header_read_timeout,
+            max_connections,
             tick: Duration::from_millis(tick_ms),
             election_ticks,
             heartbeat_ticks,
@@ -398,6 +431,34 @@ api_key = "pki/replica-1-api.key"
         assert_eq!(c.ca, PathBuf::from("/etc/trireme/pki/ca.crt"));
         assert_eq!(c.peer_advertise, "https://127.0.0.1:7001");
         assert_eq!(c.max_request_bytes, 1536 * 1024);
+        let d = trireme_api::ServeLimits::default();
+        assert_eq!(c.tls_handshake_timeout, d.tls_handshake_timeout);
+        assert_eq!(c.header_read_timeout, d.header_read_timeout);
+        assert_eq!(c.max_connections, d.max_connections);
+    }
+
+    #[test]
+    fn api_limits_are_read_and_checked() {
+        let with = |extra: &str| GOOD.replace("[tls]", &format!("{extra}\n[tls]"));
+        let c = parse(&with(
+            "tls_handshake_timeout_ms = 1000\nheader_read_timeout_ms = 2000\nmax_connections = 100",
+        ))
+        .unwrap();
+        assert_eq!(c.tls_handshake_timeout, Duration::from_millis(1000));
+        assert_eq!(c.header_read_timeout, Duration::from_millis(2000));
+        assert_eq!(c.max_connections, 100);
+        for (extra, want) in [
+            (
+                "tls_handshake_timeout_ms = 0",
+                "`api.tls_handshake_timeout_ms`",
+            ),
+            ("header_read_timeout_ms = 0", "`api.header_read_timeout_ms`"),
+            ("max_connections = 0", "`api.max_connections`"),
+            ("max_connections = 100000000", "`api.max_connections`"),
+        ] {
+            let e = parse(&with(extra)).unwrap_err().to_string();
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
     }
 
     #[test]

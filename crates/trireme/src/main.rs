@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod certs;
 mod chaos;
 mod client;
@@ -49,6 +50,9 @@ enum Cmd {
     /// traffic, then check the history (linearizability, lost writes, watches,
     /// convergence). Exit 0 when clean, 1 on a violation.
     Chaos(chaos::ChaosArgs),
+    /// Closed-loop load against the etcd v3 JSON gateway (Trireme's or etcd's): N
+    /// clients, throughput and latency percentiles from an HDR histogram.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Bench(args) => bench::main(args),
         Cmd::Chaos(args) => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

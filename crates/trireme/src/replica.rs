@@ -216,6 +216,29 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
     .context("start the peer server")?;
     let peer_task = tokio::spawn(peer_server.serve(stopped(stop_rx.clone())));
 
+    // The system namespaces exist from cluster start: every replica makes sure once a
+    // leader is known (create-if-absent, so concurrent attempts are harmless).
+    tokio::spawn({
+        let store = Arc::clone(&store);
+        let mut stop = stop_rx.clone();
+        async move {
+            loop {
+                if store.status().leader_id != 0 {
+                    match trireme_api::kube::ensure_system_namespaces(&store).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::debug!("system namespaces not created yet: {}", e.message)
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    });
+
     let app = trireme_api::app(trireme_api::ApiState {
         store: Arc::clone(&store),
         cluster_id,
@@ -223,7 +246,11 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
         data_dir: cfg.data_dir.clone(),
         max_request_bytes: cfg.max_request_bytes,
     });
-    let limits = trireme_api::ServeLimits::default();
+    let limits = trireme_api::ServeLimits {
+        tls_handshake_timeout: cfg.tls_handshake_timeout,
+        header_read_timeout: cfg.header_read_timeout,
+        max_connections: cfg.max_connections,
+    };
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.api));
     let mut api_tasks = vec![tokio::spawn(trireme_api::serve(
         api_listener,

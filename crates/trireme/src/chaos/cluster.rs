@@ -103,7 +103,7 @@ impl Cluster {
                  [api]\nlisten = \"{api}\"\n\
                  [tls]\nca = \"pki/ca.crt\"\npeer_cert = \"pki/{name}-peer.crt\"\npeer_key = \"pki/{name}-peer.key\"\n\
                  api_cert = \"pki/{name}-api.crt\"\napi_key = \"pki/{name}-api.key\"\n\
-                 [raft]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\nsnapshot_threshold = 300\ncompaction_margin = 50\nrequest_timeout_ms = 3000\n\
+                 [raft]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\nsnapshot_threshold = 2000\ncompaction_margin = 500\nrequest_timeout_ms = 3000\n\
                  [log]\nfilter = \"info\"\n",
                 initial = initial.join(", "),
                 peer = peers[i],
@@ -326,25 +326,58 @@ impl Cluster {
         None
     }
 
-    /// Waits until all replicas agree on a leader and have applied the same index.
-    pub async fn wait_settled(&self, limit: Duration) -> anyhow::Result<usize> {
+    /// True when the replica answers `/readyz` with 200 (knows a leader, applied what it
+    /// knows to be committed).
+    pub async fn ready(&self, i: usize) -> bool {
+        let url = format!("{}/readyz", self.replicas[i].api);
+        matches!(self.http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().as_u16() == 200)
+    }
+
+    /// Waits until all replicas agree on a leader and are ready; with `quiescent`
+    /// (no writes in flight) also until they have applied the same index.
+    pub async fn wait_settled(&self, limit: Duration, quiescent: bool) -> anyhow::Result<usize> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(l) = self.leader().await {
-                let mut applied = Vec::new();
+                let mut ok = true;
                 for i in 0..self.len() {
-                    applied.push(
-                        self.status(i)
-                            .await
-                            .and_then(|s| s["raftAppliedIndex"].as_str().map(String::from)),
-                    );
+                    ok &= self.ready(i).await;
                 }
-                if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
+                if ok && quiescent {
+                    let mut applied = Vec::new();
+                    for i in 0..self.len() {
+                        applied.push(
+                            self.status(i)
+                                .await
+                                .and_then(|s| s["raftAppliedIndex"].as_str().map(String::from)),
+                        );
+                    }
+                    ok = applied.iter().all(|a| a.is_some() && *a == applied[0]);
+                }
+                if ok {
                     return Ok(l);
                 }
             }
             if Instant::now() > deadline {
-                bail!("the cluster did not settle within {limit:?}");
+                let mut states = Vec::new();
+                for i in 0..self.len() {
+                    let s = self.status(i).await;
+                    states.push(format!(
+                        "replica-{}: leader {} applied {} ready {}",
+                        i + 1,
+                        s.as_ref()
+                            .and_then(|s| s["leader"].as_str().map(String::from))
+                            .unwrap_or("?".into()),
+                        s.as_ref()
+                            .and_then(|s| s["raftAppliedIndex"].as_str().map(String::from))
+                            .unwrap_or("?".into()),
+                        self.ready(i).await
+                    ));
+                }
+                bail!(
+                    "the cluster did not settle within {limit:?}: {}",
+                    states.join("; ")
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -144,7 +144,7 @@ async fn drive(
     exe: &std::path::Path,
 ) -> anyhow::Result<Report> {
     let mut rng = StdRng::seed_from_u64(seed);
-    c.wait_settled(Duration::from_secs(60)).await?;
+    c.wait_settled(Duration::from_secs(60), true).await?;
     let api = c.api();
     let rec = Recorder::new();
     let (stop_tx, stop) = watch::channel(false);
@@ -221,7 +221,7 @@ async fn drive(
             }
         }
         nemesis::heal(c, &injected, exe)?;
-        c.wait_settled(Duration::from_secs(60))
+        c.wait_settled(Duration::from_secs(60), false)
             .await
             .with_context(|| format!("cycle {cycles} ({}): after the heal", n.name()))?;
         if let Some(crash) = c.crashed(&[]) {
@@ -238,7 +238,7 @@ async fn drive(
     for t in clients {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
-    let leader = c.wait_settled(Duration::from_secs(60)).await?;
+    let leader = c.wait_settled(Duration::from_secs(60), true).await?;
     let status = c.status(leader).await.context("leader status")?;
     let final_revision: u64 = status["header"]["revision"]
         .as_str()

@@ -1,0 +1,600 @@
+//! Objects in the store: get, list, create, update, patch, delete, with
+//! kube-apiserver's semantics (optimistic concurrency on `resourceVersion` = the key's
+//! mod revision; create and update as compare-and-swap transactions).
+
+use serde_json::{json, Map, Value};
+use trireme_mvcc::{
+    prefix_end, Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, PutRequest,
+    RangeRequest, RequestOp, TxnRequest,
+};
+use trireme_store::{Consistency, KvStore};
+
+use super::meta::{self, meta_str, metadata_mut};
+use super::resources::{self, Resource, RESOURCES};
+use super::select::{FieldSelector, LabelSelector};
+use super::status::KubeError;
+
+/// How many times an update without a client `resourceVersion` retries a lost race.
+const UPDATE_RETRIES: usize = 8;
+
+/// Decodes a stored object and stamps `resourceVersion`, `kind` and `apiVersion`.
+pub fn decode(
+    res: &Resource,
+    kv: &KeyValue,
+    revision: u64,
+) -> Result<Map<String, Value>, KubeError> {
+    let mut obj: Map<String, Value> = serde_json::from_slice(&kv.value).map_err(|e| {
+        KubeError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!(
+                "stored object {} is not JSON: {e}",
+                String::from_utf8_lossy(&kv.key)
+            ),
+        )
+    })?;
+    obj.insert("kind".into(), json!(res.kind));
+    obj.insert("apiVersion".into(), json!(res.api_version()));
+    metadata_mut(&mut obj).insert("resourceVersion".into(), json!(revision.to_string()));
+    Ok(obj)
+}
+
+fn encode(obj: &Map<String, Value>) -> Vec<u8> {
+    let mut stored = obj.clone();
+    if let Some(Value::Object(m)) = stored.get_mut("metadata") {
+        m.remove("resourceVersion");
+        m.remove("selfLink");
+    }
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+fn version_is_zero(key: &str) -> Compare {
+    Compare {
+        key: key.as_bytes().to_vec(),
+        range_end: vec![],
+        target: CompareTarget::Version(0),
+        result: CompareResult::Equal,
+    }
+}
+
+fn mod_revision_is(key: &str, rev: u64) -> Compare {
+    Compare {
+        key: key.as_bytes().to_vec(),
+        range_end: vec![],
+        target: CompareTarget::ModRevision(rev),
+        result: CompareResult::Equal,
+    }
+}
+
+fn put_op(key: &str, obj: &Map<String, Value>) -> RequestOp {
+    RequestOp::Put(PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: encode(obj),
+        lease: 0,
+        prev_kv: false,
+    })
+}
+
+/// A list's result.
+pub struct Listed {
+    pub items: Vec<Map<String, Value>>,
+    pub revision: u64,
+    pub continue_token: Option<String>,
+}
+
+/// The query parameters a list or watch reads.
+#[derive(Debug, Default, Clone)]
+pub struct ListOptions {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub limit: u64,
+    pub continue_token: Option<String>,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+}
+
+fn continue_encode(revision: u64, start: &str) -> String {
+    use base64::Engine;
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn continue_decode(token: &str) -> Result<(u64, String), KubeError> {
+    use base64::Engine;
+    let bad = || KubeError::bad_request("continue key is not valid");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rv = v["rv"].as_u64().ok_or_else(bad)?;
+    let start = v["start"].as_str().ok_or_else(bad)?.to_string();
+    Ok((rv, start))
+}
+
+pub struct Objects<'a> {
+    pub store: &'a KvStore,
+}
+
+impl Objects<'_> {
+    async fn read_key(&self, key: &str) -> Result<Option<KeyValue>, KubeError> {
+        let r = self
+            .store
+            .range(
+                &RangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                },
+                Consistency::Linearizable,
+            )
+            .await?;
+        Ok(r.kvs.into_iter().next())
+    }
+
+    pub async fn get(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Map<String, Value>, KubeError> {
+        match self.read_key(&res.key(ns, name)).await? {
+            Some(kv) => decode(res, &kv, kv.mod_revision),
+            None => Err(KubeError::not_found(res.plural, res.group, name)),
+        }
+    }
+
+    pub async fn list(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<Listed, KubeError> {
+        let prefix = res.prefix(ns);
+        let (mut revision, start) = match &opts.continue_token {
+            Some(t) => {
+                let (rv, start) = continue_decode(t)?;
+                (rv, format!("{prefix}{start}"))
+            }
+            None => (0, prefix.clone()),
+        };
+        let mut consistency = Consistency::Linearizable;
+        if revision == 0 {
+            match opts.resource_version.as_deref() {
+                None | Some("") => {}
+                Some("0") => consistency = Consistency::Serializable,
+                Some(rv) => {
+                    let rv: u64 = rv.parse().map_err(|_| {
+                        KubeError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                    })?;
+                    if opts.resource_version_match.as_deref() == Some("Exact") {
+                        revision = rv;
+                    }
+                }
+            }
+        }
+        let req = RangeRequest {
+            key: start.into_bytes(),
+            range_end: prefix_end(prefix.as_bytes()),
+            revision,
+            ..Default::default()
+        };
+        let r = self
+            .store
+            .range(&req, consistency)
+            .await
+            .map_err(|e| match e {
+                trireme_store::StoreError::Compacted { .. } => {
+                    KubeError::expired("The resourceVersion for the provided list is too old.")
+                }
+                e => e.into(),
+            })?;
+        let mut items = Vec::new();
+        let mut continue_token = None;
+        for kv in &r.kvs {
+            let obj = decode(res, kv, kv.mod_revision)?;
+            if !opts.labels.matches(&obj) || !opts.fields.matches(&obj) {
+                continue;
+            }
+            if opts.limit > 0 && items.len() as u64 == opts.limit {
+                let key = String::from_utf8_lossy(&kv.key);
+                continue_token = Some(continue_encode(
+                    r.revision,
+                    key.strip_prefix(&prefix).unwrap_or(&key),
+                ));
+                break;
+            }
+            items.push(obj);
+        }
+        Ok(Listed {
+            items,
+            revision: r.revision,
+            continue_token,
+        })
+    }
+
+    /// Checks a body's `kind` and `apiVersion` (when given) against the URL's kind.
+    fn check_kind(res: &Resource, body: &Map<String, Value>) -> Result<(), KubeError> {
+        if let Some(k) = body.get("kind").and_then(Value::as_str) {
+            if k != res.kind {
+                return Err(KubeError::bad_request(format!(
+                    "the kind {k:?} in the body does not match {:?}",
+                    res.kind
+                )));
+            }
+        }
+        if let Some(v) = body.get("apiVersion").and_then(Value::as_str) {
+            if v != res.api_version() {
+                return Err(KubeError::bad_request(format!(
+                    "the apiVersion {v:?} in the body does not match {:?}",
+                    res.api_version()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_namespace(
+        res: &Resource,
+        ns: Option<&str>,
+        body: &mut Map<String, Value>,
+    ) -> Result<(), KubeError> {
+        let m = metadata_mut(body);
+        if !res.namespaced {
+            m.remove("namespace");
+            return Ok(());
+        }
+        let Some(ns) = ns else {
+            return Err(KubeError::bad_request(
+                "a namespaced object needs a namespace in the URL",
+            ));
+        };
+        match m.get("namespace").and_then(Value::as_str) {
+            None | Some("") => {
+                m.insert("namespace".into(), json!(ns));
+                Ok(())
+            }
+            Some(given) if given == ns => Ok(()),
+            Some(given) => Err(KubeError::bad_request(format!(
+                "the namespace of the provided object ({given}) does not match the namespace sent on the request ({ns})"
+            ))),
+        }
+    }
+
+    fn check_name(res: &Resource, name: &str) -> Result<(), KubeError> {
+        let check = if res.plural == "namespaces" {
+            meta::check_label(name)
+        } else {
+            meta::check_subdomain(name)
+        };
+        check.map_err(|why| KubeError::invalid(res.kind, name, "metadata.name", name, why))
+    }
+
+    pub async fn create(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        mut body: Map<String, Value>,
+    ) -> Result<Map<String, Value>, KubeError> {
+        Self::check_kind(res, &body)?;
+        Self::check_namespace(res, ns, &mut body)?;
+        let m = metadata_mut(&mut body);
+        let name = match m
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            Some(n) => n.to_string(),
+            None => match m
+                .get("generateName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
+                Some(prefix) => meta::generate_name(prefix),
+                None => {
+                    return Err(KubeError::required(
+                        res.kind,
+                        "metadata.name",
+                        "name or generateName is required",
+                    ))
+                }
+            },
+        };
+        Self::check_name(res, &name)?;
+        if res.namespaced {
+            if let Some(ns) = ns {
+                let ns_obj = self
+                    .read_key(&resources::namespaces().key(None, ns))
+                    .await?
+                    .ok_or_else(|| KubeError::not_found("namespaces", "", ns))?;
+                let ns_obj = decode(resources::namespaces(), &ns_obj, ns_obj.mod_revision)?;
+                if meta_str(&ns_obj, "deletionTimestamp").is_some() {
+                    return Err(KubeError::new(
+                        axum::http::StatusCode::FORBIDDEN,
+                        "Forbidden",
+                        format!("unable to create new content in namespace {ns} because it is being terminated"),
+                    ));
+                }
+            }
+        }
+        let m = metadata_mut(&mut body);
+        m.insert("name".into(), json!(name));
+        m.insert("uid".into(), json!(meta::new_uid()));
+        m.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+        m.insert("generation".into(), json!(1));
+        for f in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
+            m.remove(f);
+        }
+        defaults_on_create(res, &name, &mut body)?;
+        let key = res.key(ns, &name);
+        let txn = TxnRequest {
+            compare: vec![version_is_zero(&key)],
+            success: vec![put_op(&key, &body)],
+            failure: vec![],
+        };
+        let r = self.store.txn(txn).await?;
+        if !r.succeeded {
+            return Err(KubeError::already_exists(res.plural, res.group, &name));
+        }
+        body.insert("kind".into(), json!(res.kind));
+        body.insert("apiVersion".into(), json!(res.api_version()));
+        metadata_mut(&mut body).insert("resourceVersion".into(), json!(r.revision.to_string()));
+        Ok(body)
+    }
+
+    /// PUT semantics: replaces the object; a `resourceVersion` in the body is a
+    /// precondition (stale -> 409 Conflict).
+    pub async fn update(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        mut body: Map<String, Value>,
+    ) -> Result<Map<String, Value>, KubeError> {
+        Self::check_kind(res, &body)?;
+        Self::check_namespace(res, ns, &mut body)?;
+        match meta_str(&body, "name") {
+            Some(n) if n == name => {}
+            None | Some("") => {
+                metadata_mut(&mut body).insert("name".into(), json!(name));
+            }
+            Some(n) => {
+                return Err(KubeError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )))
+            }
+        }
+        let client_rv = meta_str(&body, "resourceVersion")
+            .filter(|v| !v.is_empty())
+            .map(String::from);
+        let key = res.key(ns, name);
+        for _ in 0..UPDATE_RETRIES {
+            let current_kv = self
+                .read_key(&key)
+                .await?
+                .ok_or_else(|| KubeError::not_found(res.plural, res.group, name))?;
+            if let Some(rv) = &client_rv {
+                if *rv != current_kv.mod_revision.to_string() {
+                    return Err(KubeError::conflict(res.plural, res.group, name));
+                }
+            }
+            let current = decode(res, &current_kv, current_kv.mod_revision)?;
+            let mut next = body.clone();
+            carry_system_metadata(&current, &mut next);
+            let deleting = meta_str(&current, "deletionTimestamp").is_some();
+            let no_finalizers = next
+                .get("metadata")
+                .and_then(|m| m.get("finalizers"))
+                .and_then(Value::as_array)
+                .is_none_or(|f| f.is_empty());
+            let txn = if deleting && no_finalizers {
+                // The last finalizer is gone: the object goes now.
+                TxnRequest {
+                    compare: vec![mod_revision_is(&key, current_kv.mod_revision)],
+                    success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
+                        key: key.clone().into_bytes(),
+                        range_end: vec![],
+                        prev_kv: false,
+                    })],
+                    failure: vec![],
+                }
+            } else {
+                if encode(&next) == encode(&current) {
+                    return Ok(current); // a no-op update keeps the resourceVersion
+                }
+                TxnRequest {
+                    compare: vec![mod_revision_is(&key, current_kv.mod_revision)],
+                    success: vec![put_op(&key, &next)],
+                    failure: vec![],
+                }
+            };
+            let r = self.store.txn(txn).await?;
+            if r.succeeded {
+                next.insert("kind".into(), json!(res.kind));
+                next.insert("apiVersion".into(), json!(res.api_version()));
+                metadata_mut(&mut next)
+                    .insert("resourceVersion".into(), json!(r.revision.to_string()));
+                return Ok(next);
+            }
+            if client_rv.is_some() {
+                return Err(KubeError::conflict(res.plural, res.group, name));
+            }
+        }
+        Err(KubeError::conflict(res.plural, res.group, name))
+    }
+
+    /// Deletes at once, or marks for deletion while finalizers remain. Deleting a
+    /// namespace deletes every object in it in the same transaction.
+    pub async fn delete(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        precondition_rv: Option<&str>,
+    ) -> Result<Map<String, Value>, KubeError> {
+        let key = res.key(ns, name);
+        for _ in 0..UPDATE_RETRIES {
+            let kv = self
+                .read_key(&key)
+                .await?
+                .ok_or_else(|| KubeError::not_found(res.plural, res.group, name))?;
+            if precondition_rv.is_some_and(|rv| rv != kv.mod_revision.to_string()) {
+                return Err(KubeError::conflict(res.plural, res.group, name));
+            }
+            let mut obj = decode(res, &kv, kv.mod_revision)?;
+            let has_finalizers = obj
+                .get("metadata")
+                .and_then(|m| m.get("finalizers"))
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+            let txn = if has_finalizers {
+                if meta_str(&obj, "deletionTimestamp").is_some() {
+                    return Ok(obj);
+                }
+                let m = metadata_mut(&mut obj);
+                m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                TxnRequest {
+                    compare: vec![mod_revision_is(&key, kv.mod_revision)],
+                    success: vec![put_op(&key, &obj)],
+                    failure: vec![],
+                }
+            } else {
+                let mut success = Vec::new();
+                if res.plural == "namespaces" {
+                    for r in RESOURCES.iter().filter(|r| r.namespaced) {
+                        let prefix = r.prefix(Some(name));
+                        success.push(RequestOp::DeleteRange(DeleteRangeRequest {
+                            range_end: prefix_end(prefix.as_bytes()),
+                            key: prefix.into_bytes(),
+                            prev_kv: false,
+                        }));
+                    }
+                }
+                success.push(RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: key.clone().into_bytes(),
+                    range_end: vec![],
+                    prev_kv: false,
+                }));
+                TxnRequest {
+                    compare: vec![mod_revision_is(&key, kv.mod_revision)],
+                    success,
+                    failure: vec![],
+                }
+            };
+            let r = self.store.txn(txn).await?;
+            if r.succeeded {
+                if has_finalizers {
+                    metadata_mut(&mut obj)
+                        .insert("resourceVersion".into(), json!(r.revision.to_string()));
+                }
+                return Ok(obj);
+            }
+            if precondition_rv.is_some() {
+                return Err(KubeError::conflict(res.plural, res.group, name));
+            }
+        }
+        Err(KubeError::conflict(res.plural, res.group, name))
+    }
+
+    /// Creates a cluster-scoped object unless it exists (bootstrap of system namespaces).
+    pub async fn ensure(&self, res: &Resource, body: Map<String, Value>) -> Result<(), KubeError> {
+        match self.create(res, None, body).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Fields the server owns survive an update: uid, creation time, generation (bumped
+/// when anything outside metadata and status changes), deletion marks.
+fn carry_system_metadata(current: &Map<String, Value>, next: &mut Map<String, Value>) {
+    let cur_meta = current
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let spec_changed = {
+        let strip = |o: &Map<String, Value>| {
+            let mut o = o.clone();
+            for k in ["metadata", "status", "kind", "apiVersion"] {
+                o.remove(k);
+            }
+            o
+        };
+        strip(current) != strip(next)
+    };
+    let m = metadata_mut(next);
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+    ] {
+        match cur_meta.get(f) {
+            Some(v) => {
+                m.insert(f.into(), v.clone());
+            }
+            None => {
+                m.remove(f);
+            }
+        }
+    }
+    let generation = cur_meta
+        .get("generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    m.insert(
+        "generation".into(),
+        json!(if spec_changed {
+            generation + 1
+        } else {
+            generation
+        }),
+    );
+    m.remove("resourceVersion");
+}
+
+/// Per-kind defaults on create.
+fn defaults_on_create(
+    res: &Resource,
+    name: &str,
+    obj: &mut Map<String, Value>,
+) -> Result<(), KubeError> {
+    match res.plural {
+        "namespaces" => {
+            let m = metadata_mut(obj);
+            let labels = m.entry("labels").or_insert_with(|| json!({}));
+            if let Value::Object(l) = labels {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+            obj.insert("spec".into(), json!({"finalizers": ["kubernetes"]}));
+            obj.insert("status".into(), json!({"phase": "Active"}));
+        }
+        "secrets" => {
+            use base64::Engine;
+            if let Some(Value::Object(string_data)) = obj.remove("stringData") {
+                let data = obj.entry("data").or_insert_with(|| json!({}));
+                if let Value::Object(d) = data {
+                    for (k, v) in string_data {
+                        let s = v.as_str().ok_or_else(|| {
+                            KubeError::bad_request("stringData values must be strings")
+                        })?;
+                        d.insert(
+                            k,
+                            json!(base64::engine::general_purpose::STANDARD.encode(s)),
+                        );
+                    }
+                }
+            }
+            obj.entry("type").or_insert_with(|| json!("Opaque"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
