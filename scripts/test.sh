@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 declare -A packages=(
   [fiu-run]=fiu-utils   # fsync failure injection (trireme-store/tests/fsync_failure.rs)
   [fiu-ctrl]=fiu-utils
+  [kubectl]=kubernetes-client   # the machine image ships kubectl 1.32; Debian's is the fallback
 )
 missing=()
 for cmd in "${!packages[@]}"; do

@@ -38,7 +38,7 @@ mod serve;
 
 pub use error::ApiError;
 pub use etcd::ETCD_API_VERSION;
-pub use serve::{serve, server_tls_config, ServeLimits};
+pub use serve::{serve, server_tls_config, ClientIdentity, ServeLimits};
 
 /// What every handler needs.
 #[derive(Clone)]

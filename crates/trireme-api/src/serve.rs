@@ -71,12 +71,16 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_connection(tcp, app, &limits, addr).await,
+                None => serve_connection(tcp, app, ClientIdentity::Insecure, &limits, addr).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
                         .await
                     {
-                        Ok(Ok(stream)) => serve_connection(stream, app, &limits, addr).await,
+                        Ok(Ok(stream)) => {
+                            let identity =
+                                ClientIdentity::from_tls(stream.get_ref().1.peer_certificates());
+                            serve_connection(stream, app, identity, &limits, addr).await
+                        }
                         Ok(Err(e)) => tracing::warn!(%addr, "TLS handshake refused: {e}"),
                         Err(_) => tracing::warn!(%addr, "TLS handshake timed out"),
                     }
@@ -86,8 +90,55 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<IO>(io: IO, app: Router, limits: &ServeLimits, addr: SocketAddr)
-where
+/// Who is on the other end of a connection, handed to every request as an extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// A TLS client certificate verified against the cluster CA: CN is the user, O the
+    /// groups (as Kubernetes reads them).
+    Certificate { user: String, groups: Vec<String> },
+    /// A TLS client without a certificate.
+    Anonymous,
+    /// The plain-HTTP listener, enabled only explicitly for local benchmarks: trusted.
+    Insecure,
+}
+
+impl ClientIdentity {
+    fn from_tls(certs: Option<&[rustls::pki_types::CertificateDer<'static>]>) -> Self {
+        let Some(leaf) = certs.and_then(|c| c.first()) else {
+            return ClientIdentity::Anonymous;
+        };
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+            return ClientIdentity::Anonymous;
+        };
+        let subject = cert.subject();
+        let user = subject
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(String::from);
+        let groups = subject
+            .iter_organization()
+            .filter_map(|o| o.as_str().ok().map(String::from))
+            .collect();
+        match user {
+            Some(user) => ClientIdentity::Certificate { user, groups },
+            None => ClientIdentity::Anonymous,
+        }
+    }
+
+    /// True when the request may use the authenticated APIs.
+    pub fn is_authenticated(&self) -> bool {
+        !matches!(self, ClientIdentity::Anonymous)
+    }
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    app: Router,
+    identity: ClientIdentity,
+    limits: &ServeLimits,
+    addr: SocketAddr,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -96,7 +147,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
-    let service = TowerToHyperService::new(app);
+    let service = TowerToHyperService::new(tower::Layer::layer(&axum::Extension(identity), app));
     let io = FirstBytesDeadline::new(io, limits.header_read_timeout);
     if let Err(e) = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)

@@ -35,11 +35,34 @@ pub use status::KubeError;
 /// The kube routes, merged into the API router.
 pub fn router() -> Router<ApiState> {
     Router::new()
-        .route("/api", get(|| async { discovery::api_versions() }))
-        .route("/apis", get(|| async { discovery::api_groups() }))
+        .route(
+            "/api",
+            get(
+                |ext: Option<axum::Extension<crate::ClientIdentity>>| async move {
+                    authenticated(ext)?;
+                    Ok::<_, KubeError>(discovery::api_versions())
+                },
+            ),
+        )
+        .route(
+            "/apis",
+            get(
+                |ext: Option<axum::Extension<crate::ClientIdentity>>| async move {
+                    authenticated(ext)?;
+                    Ok::<_, KubeError>(discovery::api_groups())
+                },
+            ),
+        )
         .route("/api/{*rest}", any(handle))
         .route("/apis/{*rest}", any(handle))
         .route("/openapi/v2", get(|| async { discovery::openapi_v2() }))
+}
+
+fn authenticated(ext: Option<axum::Extension<crate::ClientIdentity>>) -> Result<(), KubeError> {
+    match ext {
+        Some(axum::Extension(i)) if !i.is_authenticated() => Err(KubeError::unauthorized()),
+        _ => Ok(()),
+    }
 }
 
 /// Creates the namespaces that exist from cluster start, once a leader is there.
@@ -181,6 +204,15 @@ fn accept(headers: &HeaderMap) -> String {
 
 async fn dispatch(s: ApiState, req: Request) -> Result<Response, KubeError> {
     let (parts, body) = req.into_parts();
+    // Requests that did not come through `serve` (tests calling the router directly)
+    // carry no identity and are let through; a TLS client without a certificate is not.
+    if parts
+        .extensions
+        .get::<crate::ClientIdentity>()
+        .is_some_and(|i| !i.is_authenticated())
+    {
+        return Err(KubeError::unauthorized());
+    }
     let target = match route(parts.uri.path())? {
         Route::Discovery(r) => return Ok(r),
         Route::Object(t) => t,

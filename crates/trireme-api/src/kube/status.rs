@@ -96,6 +96,10 @@ impl KubeError {
         }))
     }
 
+    pub fn unauthorized() -> Self {
+        KubeError::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
+    }
+
     pub fn method_not_allowed() -> Self {
         KubeError::new(
             StatusCode::METHOD_NOT_ALLOWED,

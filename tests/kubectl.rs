@@ -1,0 +1,268 @@
+//! The real kubectl (v1.32, `/usr/bin/kubectl`) against three replica processes, through
+//! the kubeconfig `certs init` writes (issue: Kubernetes API, §4). Fails, never skips,
+//! when kubectl is missing: scripts/test.sh installs it.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::Cluster;
+
+struct Kubectl<'a> {
+    kubeconfig: std::path::PathBuf,
+    cache: &'a Path,
+}
+
+impl Kubectl<'_> {
+    fn cmd(&self, server: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("kubectl");
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache)
+            .args(["--server", server])
+            .args(args);
+        c
+    }
+
+    fn run(&self, server: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = self.cmd(server, args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .expect("kubectl runs (install Debian's kubernetes-client or use the image's)");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, server: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(server, args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, server: &str, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(server, &a, None)).unwrap()
+    }
+}
+
+const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: demo\ndata:\n  a: \"1\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_works_against_any_replica() {
+    let c = Cluster::start(3).await;
+    let cache = tempfile::tempdir().unwrap();
+    let k = Kubectl {
+        kubeconfig: c.pki().join("kubeconfig"),
+        cache: cache.path(),
+    };
+    let (r1, r2, r3) = (
+        c.members[0].api.clone(),
+        c.members[1].api.clone(),
+        c.members[2].api.clone(),
+    );
+
+    // The system namespaces exist from cluster start (created once a leader is known).
+    let mut out = String::new();
+    for _ in 0..50 {
+        out = k.ok(&r1, &["get", "namespaces"], None);
+        if ["default", "kube-system", "kube-public"]
+            .iter()
+            .all(|ns| out.contains(ns))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for ns in ["default", "kube-system", "kube-public"] {
+        assert!(out.contains(ns), "{out}");
+    }
+    k.ok(
+        &r1,
+        &["create", "-f", "-"],
+        Some("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"demo\"}}"),
+    );
+
+    // apply, apply again changed: a new resourceVersion, read through another replica.
+    k.ok(&r1, &["apply", "-f", "-"], Some(CM));
+    let first = k.json(&r2, &["get", "cm", "cfg", "-n", "demo"]);
+    k.ok(
+        &r2,
+        &["apply", "-f", "-"],
+        Some(&CM.replace("a: \"1\"", "a: \"2\"")),
+    );
+    let second = k.json(&r3, &["get", "cm", "cfg", "-n", "demo"]);
+    assert_eq!(second["data"]["a"], "2");
+    assert_ne!(
+        first["metadata"]["resourceVersion"],
+        second["metadata"]["resourceVersion"]
+    );
+
+    k.ok(&r1, &["label", "cm", "cfg", "-n", "demo", "tier=web"], None);
+    k.ok(
+        &r2,
+        &["annotate", "cm", "cfg", "-n", "demo", "note=hi"],
+        None,
+    );
+    k.ok(
+        &r3,
+        &[
+            "patch",
+            "cm",
+            "cfg",
+            "-n",
+            "demo",
+            "--type",
+            "merge",
+            "-p",
+            "{\"data\":{\"b\":\"3\"}}",
+        ],
+        None,
+    );
+    k.ok(
+        &r1,
+        &[
+            "patch",
+            "cm",
+            "cfg",
+            "-n",
+            "demo",
+            "--type",
+            "json",
+            "-p",
+            "[{\"op\":\"remove\",\"path\":\"/data/a\"}]",
+        ],
+        None,
+    );
+    let now = k.json(&r2, &["get", "cm", "cfg", "-n", "demo"]);
+    assert_eq!(now["metadata"]["labels"]["tier"], "web");
+    assert_eq!(now["metadata"]["annotations"]["note"], "hi");
+    assert_eq!(now["data"], serde_json::json!({"b": "3"}));
+
+    // replace with a stale resourceVersion: Conflict.
+    let stale = first.to_string();
+    let out = k.run(&r3, &["replace", "-f", "-"], Some(&stale));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Conflict"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Tables.
+    let out = k.ok(&r1, &["get", "cm", "-n", "demo"], None);
+    assert!(out.contains("DATA") && out.contains("cfg"), "{out}");
+    let out = k.run(&r1, &["get", "lease", "-n", "kube-system"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = k.ok(&r2, &["api-resources"], None);
+    for kind in ["configmaps", "leases", "deployments", "namespaces"] {
+        assert!(out.contains(kind), "{out}");
+    }
+
+    // get -w on replica 1 sees writes made through replica 2.
+    let mut watch = k
+        .cmd(
+            &r1,
+            &[
+                "get",
+                "cm",
+                "-n",
+                "demo",
+                "-w",
+                "--output-watch-events",
+                "--request-timeout",
+                "20s",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    k.ok(&r2, &["create", "-f", "-"], Some("{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"w2\",\"namespace\":\"demo\"},\"data\":{\"x\":\"1\"}}"));
+    k.ok(
+        &r3,
+        &[
+            "patch",
+            "cm",
+            "w2",
+            "-n",
+            "demo",
+            "--type",
+            "merge",
+            "-p",
+            "{\"data\":{\"x\":\"2\"}}",
+        ],
+        None,
+    );
+    k.ok(&r2, &["delete", "cm", "w2", "-n", "demo"], None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for event in ["ADDED      w2", "MODIFIED   w2", "DELETED    w2"] {
+        assert!(text.contains(event), "{event:?} in\n{text}");
+    }
+
+    // delete, then NotFound.
+    k.ok(&r1, &["delete", "cm", "cfg", "-n", "demo"], None);
+    let out = k.run(&r3, &["get", "cm", "cfg", "-n", "demo"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+
+    // Without a client certificate: 401 Status.
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(c.pki().join("ca.crt")).unwrap()).unwrap();
+    let anon = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let r = anon
+        .get(format!("{r1}/api/v1/namespaces"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "Unauthorized");
+    // /version needs no certificate.
+    assert_eq!(
+        anon.get(format!("{r1}/version"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+}
