@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::resources::{groups, Resource, RESOURCES};
+use super::resources::{Registry, Resource};
 use super::status::KubeError;
 
 const VERBS: &[&str] = &[
@@ -28,25 +28,31 @@ pub fn api_versions() -> Json<Value> {
     }))
 }
 
-fn group_json(group: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+fn group_json(group: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    let preferred = gvs.first().cloned().unwrap_or(json!({}));
+    json!({"name": group, "versions": gvs, "preferredVersion": preferred})
 }
 
-pub fn api_groups() -> Json<Value> {
-    let groups: Vec<Value> = groups()
+pub fn api_groups(registry: &Registry) -> Json<Value> {
+    let groups: Vec<Value> = registry
+        .groups()
         .into_iter()
-        .map(|(g, v)| group_json(g, v))
+        .map(|(g, v)| group_json(g, &v))
         .collect();
     Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
 }
 
-pub fn api_group(group: &str) -> Result<Json<Value>, KubeError> {
-    let (g, v) = groups()
+pub fn api_group(registry: &Registry, group: &str) -> Result<Json<Value>, KubeError> {
+    let (g, v) = registry
+        .groups()
         .into_iter()
         .find(|(g, _)| *g == group)
         .ok_or_else(KubeError::no_route)?;
-    let mut body = group_json(g, v);
+    let mut body = group_json(g, &v);
     body["kind"] = json!("APIGroup");
     body["apiVersion"] = json!("v1");
     Ok(Json(body))
@@ -64,11 +70,16 @@ fn resource_json(r: &Resource) -> Value {
 }
 
 /// `/api/v1` (`group` "") or `/apis/{group}/{version}`.
-pub fn resource_list(group: &str, version: &str) -> Result<Json<Value>, KubeError> {
-    let resources: Vec<Value> = RESOURCES
+pub fn resource_list(
+    registry: &Registry,
+    group: &str,
+    version: &str,
+) -> Result<Json<Value>, KubeError> {
+    let resources: Vec<Value> = registry
+        .all
         .iter()
         .filter(|r| r.group == group && r.version == version)
-        .map(resource_json)
+        .map(|r| resource_json(r))
         .collect();
     if resources.is_empty() {
         return Err(KubeError::no_route());

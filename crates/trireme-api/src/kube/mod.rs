@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 
 use crate::ApiState;
 use objects::{ListOptions, Objects};
-use resources::Resource;
+use resources::{Registry, Resource};
 pub use status::KubeError;
 
 /// The kube routes, merged into the API router.
@@ -47,9 +47,9 @@ pub fn router() -> Router<ApiState> {
         .route(
             "/apis",
             get(
-                |ext: Option<axum::Extension<crate::ClientIdentity>>| async move {
+                |State(s): State<ApiState>, ext: Option<axum::Extension<crate::ClientIdentity>>| async move {
                     authenticated(ext)?;
-                    Ok::<_, KubeError>(discovery::api_groups())
+                    Ok::<_, KubeError>(discovery::api_groups(&Registry::load(&s.store)))
                 },
             ),
         )
@@ -96,7 +96,7 @@ enum Route {
     Object(Target),
 }
 
-fn route(path: &str) -> Result<Route, KubeError> {
+fn route(registry: &Registry, path: &str) -> Result<Route, KubeError> {
     let segs: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -104,17 +104,24 @@ fn route(path: &str) -> Result<Route, KubeError> {
         .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", *v, rest),
-        ["apis", g] => return Ok(Route::Discovery(discovery::api_group(g)?.into_response())),
+        ["apis", g] => {
+            return Ok(Route::Discovery(
+                discovery::api_group(registry, g)?.into_response(),
+            ))
+        }
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(KubeError::no_route()),
     };
     if rest.is_empty() {
         return Ok(Route::Discovery(
-            discovery::resource_list(group, version)?.into_response(),
+            discovery::resource_list(registry, group, version)?.into_response(),
         ));
     }
     if let ["namespaces", ns, plural, more @ ..] = rest {
-        if let Some(res) = resources::find(group, version, plural).filter(|r| r.namespaced) {
+        if let Some(res) = registry
+            .find(group, version, plural)
+            .filter(|r| r.namespaced)
+        {
             if more.len() > 2 {
                 return Err(KubeError::no_route());
             }
@@ -126,7 +133,9 @@ fn route(path: &str) -> Result<Route, KubeError> {
             }));
         }
     }
-    let res = resources::find(group, version, rest[0]).ok_or_else(KubeError::no_route)?;
+    let res = registry
+        .find(group, version, rest[0])
+        .ok_or_else(KubeError::no_route)?;
     if rest.len() > 3 {
         return Err(KubeError::no_route());
     }
@@ -213,7 +222,8 @@ async fn dispatch(s: ApiState, req: Request) -> Result<Response, KubeError> {
     {
         return Err(KubeError::unauthorized());
     }
-    let target = match route(parts.uri.path())? {
+    let registry = Registry::load(&s.store);
+    let target = match route(&registry, parts.uri.path())? {
         Route::Discovery(r) => return Ok(r),
         Route::Object(t) => t,
     };
@@ -384,6 +394,11 @@ async fn patch(
             json_patch::patch(&mut doc, &p).map_err(|e| {
                 KubeError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", format!("the JSON patch could not be applied: {e}"))
             })?;
+        }
+        "application/strategic-merge-patch+json" if res.custom => {
+            return Err(KubeError::unsupported_media(
+                "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            ));
         }
         "application/merge-patch+json" | "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
             let mut p: Value = serde_json::from_slice(body)

@@ -10,7 +10,7 @@ use trireme_mvcc::{
 use trireme_store::{Consistency, KvStore};
 
 use super::meta::{self, meta_str, metadata_mut};
-use super::resources::{self, Resource, RESOURCES};
+use super::resources::{self, Registry, Resource};
 use super::select::{FieldSelector, LabelSelector};
 use super::status::KubeError;
 
@@ -465,7 +465,11 @@ impl Objects<'_> {
             } else {
                 let mut success = Vec::new();
                 if res.plural == "namespaces" {
-                    for r in RESOURCES.iter().filter(|r| r.namespaced) {
+                    for r in Registry::load(self.store)
+                        .all
+                        .iter()
+                        .filter(|r| r.namespaced)
+                    {
                         let prefix = r.prefix(Some(name));
                         success.push(RequestOp::DeleteRange(DeleteRangeRequest {
                             range_end: prefix_end(prefix.as_bytes()),
@@ -575,6 +579,48 @@ fn defaults_on_create(
             }
             obj.insert("spec".into(), json!({"finalizers": ["kubernetes"]}));
             obj.insert("status".into(), json!({"phase": "Active"}));
+        }
+        "customresourcedefinitions" => {
+            let spec = obj.get("spec").cloned().unwrap_or(json!({}));
+            let names = spec.get("names").cloned().unwrap_or(json!({}));
+            let (Some(group), Some(plural)) = (spec["group"].as_str(), names["plural"].as_str())
+            else {
+                return Err(KubeError::invalid(
+                    res.kind,
+                    name,
+                    "spec",
+                    "",
+                    "spec.group and spec.names.plural are required",
+                ));
+            };
+            if name != format!("{plural}.{group}") {
+                return Err(KubeError::invalid(
+                    res.kind,
+                    name,
+                    "metadata.name",
+                    name,
+                    "must be spec.names.plural+\".\"+spec.group",
+                ));
+            }
+            let stored: Vec<Value> = spec["versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|v| v["storage"].as_bool() == Some(true))
+                .filter_map(|v| v.get("name").cloned())
+                .collect();
+            let now = meta::now_rfc3339();
+            obj.insert(
+                "status".into(),
+                json!({
+                    "conditions": [
+                        {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
+                        {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now},
+                    ],
+                    "acceptedNames": names,
+                    "storedVersions": stored,
+                }),
+            );
         }
         "secrets" => {
             use base64::Engine;
