@@ -237,6 +237,20 @@ async fn kubectl_works_against_any_replica() {
     let out = k.run(&r3, &["get", "cm", "cfg", "-n", "demo"], None);
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
 
+    // A CustomResourceDefinition: its kind is served as soon as it is stored.
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  scope: Namespaced\n  names:\n    plural: widgets\n    singular: widget\n    kind: Widget\n    shortNames: [wd]\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n";
+    k.ok(&r1, &["apply", "-f", "-"], Some(crd));
+    let widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\n  namespace: demo\nspec:\n  size: 3\n";
+    k.ok(&r2, &["apply", "-f", "-"], Some(widget));
+    k.ok(
+        &r3,
+        &["apply", "-f", "-"],
+        Some(&widget.replace("size: 3", "size: 4")),
+    );
+    let w = k.json(&r1, &["get", "wd", "w1", "-n", "demo"]);
+    assert_eq!(w["spec"]["size"], 4);
+    assert!(k.ok(&r2, &["api-resources"], None).contains("widgets"));
+
     // Without a client certificate: 401 Status.
     let ca =
         reqwest::Certificate::from_pem(&std::fs::read(c.pki().join("ca.crt")).unwrap()).unwrap();

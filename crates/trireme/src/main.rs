@@ -14,6 +14,7 @@ mod certs;
 mod chaos;
 mod client;
 mod config;
+mod ctl;
 mod dev_cluster;
 mod replica;
 
@@ -53,6 +54,8 @@ enum Cmd {
     /// Closed-loop load against the etcd v3 JSON gateway (Trireme's or etcd's): N
     /// clients, throughput and latency percentiles from an HDR histogram.
     Bench(bench::BenchArgs),
+    /// A kubectl-style client: get, apply, delete, watch, and the replicas' status.
+    Ctl(ctl::CtlArgs),
 }
 
 #[derive(Subcommand)]
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Bench(args) => bench::main(args),
+        Cmd::Ctl(args) => ctl::main(args),
         Cmd::Chaos(args) => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

@@ -10,6 +10,7 @@
 mod discovery;
 mod meta;
 mod objects;
+mod protobuf;
 mod resources;
 mod select;
 mod status;
@@ -175,11 +176,15 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, KubeError> {
     }
 }
 
-/// A create or update body: JSON only (yet).
+/// A create or update body: JSON, or the protobuf kubectl 1.32's `create` generators send
+/// (decoded to the same JSON object, [`protobuf`]).
 fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, KubeError> {
     match content_type(headers).as_str() {
         "" | "application/json" => json_object(body),
-        _ => Err(KubeError::unsupported_media("application/json")),
+        protobuf::MEDIA_TYPE => protobuf::decode(body),
+        _ => Err(KubeError::unsupported_media(
+            "application/json, application/vnd.kubernetes.protobuf",
+        )),
     }
 }
 
