@@ -260,16 +260,18 @@ async fn ctl_get_apply_watch_delete_status_and_failover() {
         rows.iter().all(|r| r[3] == "leader" || r[3] == "follower"),
         "{status}"
     );
-    assert!(
-        rows.iter().all(|r| r[6] == "ready" && r[2] == "-"),
-        "{status}"
-    );
+    assert!(rows.iter().all(|r| r[6] == "ready"), "{status}");
     let mut names: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     names.sort();
     assert_eq!(names, ["replica-1", "replica-2", "replica-3"], "{status}");
     for (i, m) in c.members.iter().enumerate() {
         let row = rows.iter().find(|r| r[0] == m.name).unwrap();
         assert_eq!(row[1], format!("127.0.0.1:{}", m.api_port), "{i}: {status}");
+        assert_eq!(
+            row[2],
+            format!("zone-{}", i + 1),
+            "the zone of the config: {status}"
+        );
     }
 
     // Failover: a killed replica first in --endpoints.

@@ -101,10 +101,23 @@ async fn kubectl_works_against_any_replica() {
     for ns in ["default", "kube-system", "kube-public"] {
         assert!(out.contains(ns), "{out}");
     }
+    // `create namespace` and `create configmap` send protobuf bodies.
+    k.ok(&r1, &["create", "namespace", "demo"], None);
     k.ok(
-        &r1,
-        &["create", "-f", "-"],
-        Some("{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{\"name\":\"demo\"}}"),
+        &r2,
+        &[
+            "create",
+            "configmap",
+            "gen",
+            "-n",
+            "demo",
+            "--from-literal=a=1",
+        ],
+        None,
+    );
+    assert_eq!(
+        k.json(&r3, &["get", "cm", "gen", "-n", "demo"])["data"]["a"],
+        "1"
     );
 
     // apply, apply again changed: a new resourceVersion, read through another replica.

@@ -49,6 +49,7 @@ fn fixture() -> &'static Fixture {
             member_id: 1,
             data_dir: dir.path().to_path_buf(),
             max_request_bytes: 64 * 1024,
+            zone: None,
         });
         Fixture {
             rt,

@@ -72,7 +72,7 @@ impl Cluster {
             std::fs::write(
                 &config,
                 format!(
-                    "name = \"{name}\"\ndata_dir = \"data/{name}\"\n\
+                    "name = \"{name}\"\ndata_dir = \"data/{name}\"\nzone = \"zone-{zone}\"\n\
                      [cluster]\ntoken = \"system-test\"\ninitial = {{ {initial} }}\n\
                      [peer]\nlisten = \"127.0.0.1:{peer_port}\"\n\
                      [api]\nlisten = \"127.0.0.1:{api_port}\"\nmax_request_bytes = 65536\n\
@@ -80,7 +80,8 @@ impl Cluster {
                      api_cert = \"pki/{name}-api.crt\"\napi_key = \"pki/{name}-api.key\"\n\
                      [raft]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\n\
                      [log]\nfilter = \"info\"\n",
-                    initial = initial.join(", ")
+                    initial = initial.join(", "),
+                    zone = i + 1,
                 ),
             )
             .unwrap();

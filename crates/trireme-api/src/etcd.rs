@@ -603,6 +603,9 @@ pub struct StatusResponseJson {
     raftAppliedIndex: u64,
     #[serde(skip_serializing_if = "is_false")]
     isLearner: bool,
+    /// Not in etcd's message: the replica's failure zone, for `trireme ctl status`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<String>,
 }
 
 /// The etcd API version this gateway follows.
@@ -619,6 +622,7 @@ pub async fn status(State(s): State<ApiState>) -> Json<StatusResponseJson> {
         raftTerm: st.term,
         raftAppliedIndex: st.applied,
         isLearner: st.learners.contains(&st.id),
+        zone: s.zone.clone(),
     })
 }
 

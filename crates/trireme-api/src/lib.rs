@@ -50,6 +50,8 @@ pub struct ApiState {
     pub data_dir: PathBuf,
     /// Largest request body accepted; larger ones get 413.
     pub max_request_bytes: usize,
+    /// The replica's failure zone, reported by `/v3/maintenance/status`.
+    pub zone: Option<String>,
 }
 
 /// The API router of one replica.

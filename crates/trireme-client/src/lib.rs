@@ -232,6 +232,8 @@ pub struct MemberStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub is_learner: bool,
+    /// The replica's failure zone, when it has one configured.
+    pub zone: Option<String>,
 }
 
 struct Inner {
@@ -672,6 +674,7 @@ impl Client {
             commit_index: num(v.get("raftIndex")),
             applied_index: num(v.get("raftAppliedIndex")),
             is_learner: v.get("isLearner").and_then(Value::as_bool).unwrap_or(false),
+            zone: v.get("zone").and_then(Value::as_str).map(String::from),
         })
     }
 

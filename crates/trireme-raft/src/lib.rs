@@ -15,6 +15,7 @@
 //! - `memory`: an in-memory [`memory::MemoryNetwork`] that can drop, delay and
 //!   partition, for in-process cluster tests.
 //! - `durable`: fsync that sled 0.34 does not do by itself.
+//! - `testing`: [`testing::RecordingSm`] and [`testing::wait_for`] for in-process tests.
 //!
 //! ## Boundaries
 //! Generic over the transport and the state machine; knows nothing of gRPC, TLS, HTTP
@@ -34,6 +35,7 @@ mod logger;
 pub mod memory;
 mod node;
 mod state_machine;
+pub mod testing;
 mod transport;
 
 pub use driver::{

@@ -468,7 +468,7 @@ async fn status(client: &Client) -> anyhow::Result<()> {
                 rows.push(vec![
                     s.name.unwrap_or_else(|| format!("{:x}", s.member_id)),
                     address,
-                    "-".into(),
+                    s.zone.unwrap_or_else(|| "-".into()),
                     role.into(),
                     s.term.to_string(),
                     s.applied_index.to_string(),

@@ -245,6 +245,7 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
         member_id: id,
         data_dir: cfg.data_dir.clone(),
         max_request_bytes: cfg.max_request_bytes,
+        zone: cfg.zone.clone(),
     });
     let limits = trireme_api::ServeLimits {
         tls_handshake_timeout: cfg.tls_handshake_timeout,

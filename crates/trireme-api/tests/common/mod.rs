@@ -35,6 +35,7 @@ pub async fn fixture() -> Fixture {
             member_id: 1,
             data_dir: dir.path().to_path_buf(),
             max_request_bytes: 64 * 1024,
+            zone: None,
         },
         _dir: dir,
     }

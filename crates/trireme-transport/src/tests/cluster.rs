@@ -99,8 +99,13 @@ async fn three_members_elect_replicate_and_a_lagging_one_catches_up_by_snapshot(
         snap_size > 3 * 1024 * 1024,
         "the image spans several chunks"
     );
+    // The status is published after the apply that the payload check saw: wait for it.
+    let by_snapshot = wait_for(Duration::from_secs(10), || {
+        (members[lagging].handle.status().first_index > lagging_applied).then_some(())
+    })
+    .await;
     assert!(
-        members[lagging].handle.status().first_index > lagging_applied,
+        by_snapshot.is_some(),
         "it caught up by snapshot, not by log"
     );
     assert!(
