@@ -39,7 +39,7 @@ impl ApiState {
             } else {
                 revision
             },
-            raft_term: self.store.status().term,
+            raft_term: self.store.term(),
         }
     }
 }

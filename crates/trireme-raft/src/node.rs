@@ -377,6 +377,11 @@ impl<O: Send + 'static> NodeHandle<O> {
         self.status.borrow().clone()
     }
 
+    /// The current term, without copying the whole status (for response headers).
+    pub fn term(&self) -> u64 {
+        self.status.borrow().term
+    }
+
     /// A receiver that changes with every published status.
     pub fn subscribe(&self) -> watch::Receiver<NodeStatus> {
         self.status.clone()

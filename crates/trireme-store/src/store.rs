@@ -102,6 +102,11 @@ impl KvStore {
         self.node.status()
     }
 
+    /// The current Raft term.
+    pub fn term(&self) -> u64 {
+        self.node.term()
+    }
+
     /// The current store revision of this replica.
     pub fn revision(&self) -> u64 {
         current(&self.store).revision()

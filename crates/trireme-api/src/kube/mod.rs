@@ -13,6 +13,7 @@ mod objects;
 mod protobuf;
 mod resources;
 mod select;
+mod smp;
 mod status;
 mod table;
 mod watch;
@@ -384,8 +385,13 @@ async fn patch(
     };
     let Some(mut current) = current else {
         // Server-side apply of an absent object creates it.
-        let mut obj = json_object(body)?;
-        strip_directives(&mut Value::Object(obj.clone()));
+        let mut doc = Value::Object(json_object(body)?);
+        strip_directives(&mut doc);
+        let Value::Object(mut obj) = doc else {
+            return Err(KubeError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
+        };
         meta::metadata_mut(&mut obj).insert("name".into(), json!(name));
         let created = objects.create(res, ns, obj).await?;
         return Ok((StatusCode::CREATED, Json(created)).into_response());
@@ -405,7 +411,25 @@ async fn patch(
                 "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
             ));
         }
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+        "application/strategic-merge-patch+json" => {
+            let p: Value = serde_json::from_slice(body)
+                .map_err(|e| KubeError::bad_request(format!("invalid patch: {e}")))?;
+            if !p.is_object() {
+                return Err(KubeError::bad_request(
+                    "a strategic merge patch must be a JSON object",
+                ));
+            }
+            smp::apply(&mut doc, &p, res.kind).map_err(|e| {
+                KubeError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!("the strategic merge patch could not be applied: {e}"),
+                )
+            })?;
+            // smp::apply stores no directive; this only guards that promise.
+            strip_directives(&mut doc);
+        }
+        "application/merge-patch+json" | "application/apply-patch+yaml" => {
             let mut p: Value = serde_json::from_slice(body)
                 .map_err(|e| KubeError::bad_request(format!("invalid patch: {e}")))?;
             if !p.is_object() {
