@@ -250,6 +250,39 @@ async fn kubectl_works_against_any_replica() {
     let out = k.run(&r3, &["get", "cm", "cfg", "-n", "demo"], None);
     assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
 
+    // A Deployment from the protobuf generator; `set image` sends a strategic merge patch
+    // that must keep the container's other fields.
+    k.ok(
+        &r1,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "-n",
+            "demo",
+            "--image=nginx:1",
+            "--port=80",
+        ],
+        None,
+    );
+    k.ok(
+        &r2,
+        &[
+            "set",
+            "image",
+            "deployment/web",
+            "-n",
+            "demo",
+            "nginx=nginx:2",
+        ],
+        None,
+    );
+    let d = k.json(&r3, &["get", "deployment", "web", "-n", "demo"]);
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "nginx:2", "{d}");
+    assert_eq!(container["ports"][0]["containerPort"], 80, "{d}");
+    assert_eq!(d["metadata"]["generation"], 2, "{d}");
+
     // A CustomResourceDefinition: its kind is served as soon as it is stored.
     let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  scope: Namespaced\n  names:\n    plural: widgets\n    singular: widget\n    kind: Widget\n    shortNames: [wd]\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n";
     k.ok(&r1, &["apply", "-f", "-"], Some(crd));

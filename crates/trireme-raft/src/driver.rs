@@ -291,7 +291,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 },
                 recv(self.events) -> e => {
                     if let Ok(e) = e {
-                        self.on_event(e);
+                        self.on_event(e)?;
                     }
                 }
                 default(timeout) => {}
@@ -310,7 +310,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 }
                 if let Ok(e) = self.events.try_recv() {
                     idle = false;
-                    self.on_event(e);
+                    self.on_event(e)?;
                 }
                 if idle {
                     break;
@@ -387,7 +387,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         None
     }
 
-    fn on_event(&mut self, event: Event) {
+    fn on_event(&mut self, event: Event) -> Result<(), Fatal> {
         match event {
             Event::Message(m) => {
                 if m.to != self.id {
@@ -396,7 +396,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                         to = m.to,
                         "dropping a message addressed to another node"
                     );
-                    return;
+                    return Ok(());
                 }
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(node = self.id, "step: {e}");
@@ -421,7 +421,9 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 };
                 self.raw.report_snapshot(to, status);
             }
+            Event::Fatal(reason) => return Err(Fatal(reason)),
         }
+        Ok(())
     }
 
     /// Deadlines, and re-issuing reads raft-rs may have dropped.

@@ -171,9 +171,18 @@ pub(crate) enum Request<O> {
 /// Everything that reaches the Raft thread from the network.
 pub(crate) enum Event {
     Message(Box<Message>),
-    Snapshot { msg: Box<Message>, path: PathBuf },
+    Snapshot {
+        msg: Box<Message>,
+        path: PathBuf,
+    },
     Unreachable(u64),
-    SnapshotStatus { to: u64, ok: bool },
+    SnapshotStatus {
+        to: u64,
+        ok: bool,
+    },
+    /// The transport met a fail-stop error on this node's behalf (an fsync of a
+    /// received snapshot failed): the node stops.
+    Fatal(String),
 }
 
 /// What the transport's receiving side delivers to. Cloneable, cheap, never blocks:
@@ -214,6 +223,18 @@ impl Mailbox {
         {
             // Dropped (Raft retries the snapshot): do not leave the file behind.
             let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// A fail-stop error met on this node's behalf (an fsync failed): the node stops,
+    /// as it does for its own storage errors. Never dropped: when the queue is full a
+    /// thread waits for room, so the caller (an async task) is not blocked.
+    pub fn fatal(&self, reason: String) {
+        if let Err(TrySendError::Full(event)) = self.tx.try_send(Event::Fatal(reason)) {
+            let tx = self.tx.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(event);
+            });
         }
     }
 

@@ -279,3 +279,28 @@ async fn leadership_can_be_transferred() {
     .await;
     assert!(moved.is_some(), "leadership moves to {target}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_error_reported_by_the_transport_stops_the_node() {
+    let net = MemoryNetwork::new();
+    let n = start_node(&net, 1, Bootstrap::Initial(vec![1]), 10_000);
+    propose_retrying(&n.handle, b"before", Duration::from_secs(10)).await;
+    n.handle
+        .mailbox()
+        .fatal("fsync of a received snapshot failed".into());
+    let stopped = wait_for(Duration::from_secs(10), || {
+        let s = n.handle.status();
+        (s.stopped && s.failed.as_deref() == Some("fsync of a received snapshot failed"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        stopped.is_some(),
+        "the node stops on a fail-stop error: {:?}",
+        n.handle.status()
+    );
+    assert_eq!(
+        n.handle.propose(b"after".to_vec()).await,
+        Err(ProposeError::Stopped)
+    );
+}

@@ -105,9 +105,14 @@ pub(crate) async fn receive(
     file.flush()
         .await
         .map_err(|e| io_status("flush", &path, e))?;
-    file.sync_all()
-        .await
-        .map_err(|e| io_status("sync", &path, e))?;
+    if let Err(e) = file.sync_all().await {
+        // Fail-stop: a replica whose fsync fails stops; it never retries and carries on.
+        mailbox.fatal(format!(
+            "fsync of received snapshot {}: {e}",
+            path.display()
+        ));
+        return Err(io_status("sync", &path, e));
+    }
     drop(file);
     if size != header.size {
         return Err(Status::invalid_argument(format!(
