@@ -68,6 +68,17 @@ impl Cluster {
                 force: false,
             })?;
         }
+        // The proxies bind first and keep their ports; only then are the replicas'
+        // ports picked (bound and released), so the OS cannot hand a replica's port to
+        // a proxy between the pick and the replica's own bind.
+        let mut proxy_listeners: Vec<Vec<Option<tokio::net::TcpListener>>> = Vec::new();
+        for _ in 0..n {
+            let mut row = Vec::new();
+            for _ in 0..n {
+                row.push(Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?));
+            }
+            proxy_listeners.push(row);
+        }
         let peers: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect::<Result<_, _>>()?;
         let apis: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect::<Result<_, _>>()?;
         let (stop, stop_rx) = watch::channel(false);
@@ -76,7 +87,10 @@ impl Cluster {
         for i in 0..n {
             for j in 0..n {
                 if i != j {
-                    let (link, addr) = proxy::start(peers[j], stop_rx.clone()).await?;
+                    let Some(listener) = proxy_listeners[i][j].take() else {
+                        continue;
+                    };
+                    let (link, addr) = proxy::start(listener, peers[j], stop_rx.clone())?;
                     links[i][j] = Some(link);
                     proxy_addr[i][j] = Some(addr);
                 }

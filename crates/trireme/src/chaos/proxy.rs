@@ -49,13 +49,13 @@ impl Link {
     }
 }
 
-/// Starts a proxy on 127.0.0.1 (free port) forwarding to `target` (one directed link:
-/// a replica dialing another's peer port); returns the link and the proxy's address.
-pub async fn start(
+/// Starts a proxy on `listener` forwarding to `target` (one directed link: a replica
+/// dialing another's peer port); returns the link and the proxy's address.
+pub fn start(
+    listener: TcpListener,
     target: SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<(Arc<Link>, SocketAddr)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (generation, _) = watch::channel(0);
     let link = Arc::new(Link {
