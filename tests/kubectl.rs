@@ -315,6 +315,14 @@ async fn kubectl_works_against_any_replica() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["kind"], "Status");
     assert_eq!(body["reason"], "Unauthorized");
+    // Nor does the etcd gateway answer without one.
+    let r = anon
+        .post(format!("{r1}/v3/kv/range"))
+        .body("{\"key\":\"Zm9v\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
     // /version needs no certificate.
     assert_eq!(
         anon.get(format!("{r1}/version"))

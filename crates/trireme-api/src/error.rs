@@ -164,6 +164,25 @@ fn command_parts(c: &CommandError) -> (StatusCode, u16, String) {
     (status, code, msg.to_string())
 }
 
+/// The etcd gateway on the TLS port serves only clients with a certificate of the
+/// cluster CA (etcd's `--client-cert-auth`); requests that did not come through
+/// `serve` (tests calling the router) carry no identity and pass.
+pub async fn require_client_certificate(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let anonymous = req
+        .extensions()
+        .get::<crate::ClientIdentity>()
+        .is_some_and(|i| !i.is_authenticated());
+    if anonymous {
+        let message = "etcdserver: a client certificate of the cluster CA is required";
+        let body = serde_json::json!({ "error": message, "code": 16, "message": message });
+        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    }
+    next.run(req).await
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();

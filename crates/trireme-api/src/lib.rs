@@ -57,11 +57,7 @@ pub struct ApiState {
 /// The API router of one replica.
 pub fn app(state: ApiState) -> Router {
     let limit = state.max_request_bytes;
-    Router::new()
-        .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
-        .route("/healthz", get(health::readyz))
-        .route("/version", get(health::version))
+    let etcd_gateway = Router::new()
         .route("/v3/kv/put", post(etcd::put))
         .route("/v3/kv/range", post(etcd::range))
         .route("/v3/kv/deleterange", post(etcd::delete_range))
@@ -74,6 +70,13 @@ pub fn app(state: ApiState) -> Router {
         .route("/v3/maintenance/status", post(etcd::status))
         .route("/v3/maintenance/hashkv", post(etcd::hash_kv))
         .route("/v3/watch", post(etcd_watch::watch))
+        .route_layer(axum::middleware::from_fn(error::require_client_certificate));
+    Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/healthz", get(health::readyz))
+        .route("/version", get(health::version))
+        .merge(etcd_gateway)
         .merge(kube::router())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
