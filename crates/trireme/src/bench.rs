@@ -43,6 +43,9 @@ pub enum Op {
     Range,
     /// `POST /v3/kv/txn` with no compare and `--txn-ops` puts.
     Txn,
+    /// `POST /api/v1/namespaces/default/configmaps`: one ConfigMap (a `v` entry of
+    /// `--val-size` bytes) per request, through the Kubernetes API.
+    KubeCreate,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -260,6 +263,10 @@ struct Bodies {
     value_b64: String,
     txn_ops: usize,
     serializable: bool,
+    /// Names this run's ConfigMaps apart from earlier runs' (`bench-<run>-<n>`).
+    run: u32,
+    /// The `--val-size` value, for ConfigMap data.
+    value: String,
 }
 
 impl Bodies {
@@ -271,6 +278,8 @@ impl Bodies {
             value_b64: b64(&vec![b'v'; plan.val_size]),
             txn_ops: plan.txn_ops,
             serializable: plan.serializable,
+            run: rand::random(),
+            value: "v".repeat(plan.val_size),
         }
     }
 
@@ -279,6 +288,7 @@ impl Bodies {
             Op::Put => "/v3/kv/put",
             Op::Range => "/v3/kv/range",
             Op::Txn => "/v3/kv/txn",
+            Op::KubeCreate => "/api/v1/namespaces/default/configmaps",
         }
     }
 
@@ -310,6 +320,10 @@ impl Bodies {
                     .collect();
                 format!(r#"{{"compare":[],"success":[{}]}}"#, ops.join(","))
             }
+            Op::KubeCreate => format!(
+                r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"bench-{:08x}-{n}"}},"data":{{"v":"{}"}}}}"#,
+                self.run, self.value
+            ),
         }
     }
 }
@@ -498,6 +512,7 @@ pub fn format_report(r: &Report) -> String {
         Op::Put => "put",
         Op::Range => "range",
         Op::Txn => "txn",
+        Op::KubeCreate => "kube-create",
     };
     let consistency = r.consistency.map(|c| format!(", {c}")).unwrap_or_default();
     let target = match r.target {
@@ -594,7 +609,8 @@ async fn client_loop(sh: Arc<Shared>, url: String) -> anyhow::Result<ClientResul
         if sh.total.is_some_and(|t| n >= t) || sh.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let key = if sh.sequential {
+        // Every ConfigMap needs a name of its own: the request number.
+        let key = if sh.sequential || sh.bodies.op == Op::KubeCreate {
             n
         } else {
             rand::thread_rng().gen_range(0..sh.key_space)
@@ -891,6 +907,18 @@ mod tests {
         assert_eq!(ops.len(), 2);
         assert_eq!(ops[0]["request_put"]["key"], "OQ=="); // "9"
         assert_eq!(ops[1]["request_put"]["key"], "MA=="); // "0": wrapped
+    }
+
+    #[test]
+    fn kube_create_bodies_are_configmaps_with_names_of_their_own() {
+        let p = plan("kube-create --endpoints http://a:1 --val-size 3").expect("valid");
+        let bodies = Bodies::new(&p);
+        assert_eq!(bodies.path(), "/api/v1/namespaces/default/configmaps");
+        let a: serde_json::Value = serde_json::from_str(&bodies.body(1)).expect("json");
+        let b: serde_json::Value = serde_json::from_str(&bodies.body(2)).expect("json");
+        assert_eq!(a["kind"], "ConfigMap");
+        assert_eq!(a["data"]["v"], "vvv");
+        assert_ne!(a["metadata"]["name"], b["metadata"]["name"]);
     }
 
     #[test]
