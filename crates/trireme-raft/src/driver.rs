@@ -192,6 +192,7 @@ where
         term: 0,
         ticks: 0,
         read_seq: 0,
+        leave_joint: false,
         config,
     };
     driver.term = driver.raw.raft.term;
@@ -245,6 +246,8 @@ struct Driver<SM: StateMachine, T> {
     term: u64,
     ticks: u64,
     read_seq: u64,
+    /// A joint configuration was applied: leave it once this Ready is advanced.
+    leave_joint: bool,
 }
 
 impl<SM: StateMachine, T: Transport> Driver<SM, T> {
@@ -552,6 +555,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         self.send_messages(light.take_messages());
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        self.maybe_leave_joint();
         self.answer_reads();
         self.check_term();
         Ok(())
@@ -635,17 +639,26 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 }
             }
         }
-        if leave_joint && self.raw.raft.state == StateRole::Leader {
-            // raft-rs may never leave a joint configuration by itself after a leader
-            // change: the leader proposes the empty V2 change that does.
-            if let Err(e) = self
-                .raw
-                .propose_conf_change(Vec::new(), ConfChangeV2::default())
-            {
-                tracing::warn!(node = self.id, "propose leaving joint configuration: {e}");
-            }
+        if leave_joint {
+            // Proposed after `advance` (see `on_ready`): nothing may be proposed
+            // between `ready()` and `advance()`.
+            self.leave_joint = true;
         }
         Ok(())
+    }
+
+    /// raft-rs may never leave a joint configuration by itself after a leader change:
+    /// the leader proposes the empty V2 change that does.
+    fn maybe_leave_joint(&mut self) {
+        if !std::mem::take(&mut self.leave_joint) || self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        if let Err(e) = self
+            .raw
+            .propose_conf_change(Vec::new(), ConfChangeV2::default())
+        {
+            tracing::warn!(node = self.id, "propose leaving joint configuration: {e}");
+        }
     }
 
     fn answer_reads(&mut self) {
@@ -827,6 +840,8 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
         let mut voters = cs.voters.clone();
         voters.sort_unstable();
+        let mut voters_outgoing = cs.voters_outgoing.clone();
+        voters_outgoing.sort_unstable();
         let mut learners = cs.learners.clone();
         learners.sort_unstable();
         let status = NodeStatus {
@@ -844,6 +859,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             first_index: self.raw.store().snapshot_index() + 1,
             last_index: raft.raft_log.last_index(),
             voters,
+            voters_outgoing,
             learners,
             progress,
             failed: failure,

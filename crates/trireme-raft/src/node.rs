@@ -135,6 +135,8 @@ pub struct NodeStatus {
     pub first_index: u64,
     pub last_index: u64,
     pub voters: Vec<u64>,
+    /// The old voters while a joint configuration is in force; empty otherwise.
+    pub voters_outgoing: Vec<u64>,
     pub learners: Vec<u64>,
     /// For a leader, each voter's and learner's match index.
     pub progress: Vec<(u64, u64)>,

@@ -304,3 +304,51 @@ async fn a_fatal_error_reported_by_the_transport_stops_the_node() {
         Err(ProposeError::Stopped)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joint_membership_change_enters_and_leaves_joint_consensus() {
+    let mut c = Cluster::start(3, 10_000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    c.nodes
+        .push(Some(start_node(&c.net, 4, Bootstrap::Join, 10_000)));
+    c.node(leader).handle.add_learner(4).await.unwrap();
+    propose_retrying(&c.node(leader).handle, b"x", Duration::from_secs(10)).await;
+    let expected = c.node(leader).sm.payloads();
+    wait_for(Duration::from_secs(10), || {
+        (c.node(4).sm.payloads() == expected).then_some(())
+    })
+    .await;
+    // Promote 4 and remove a follower in one change: two voter changes need joint consensus.
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    let cs = c
+        .node(leader)
+        .handle
+        .change_membership(vec![
+            (trireme_raft::eraftpb::ConfChangeType::AddNode, 4),
+            (trireme_raft::eraftpb::ConfChangeType::RemoveNode, victim),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        !cs.voters_outgoing.is_empty(),
+        "the change went through a joint configuration: {cs:?}"
+    );
+    let mut want: Vec<u64> = [1, 2, 3, 4].into_iter().filter(|i| *i != victim).collect();
+    want.sort_unstable();
+    let left = wait_for(Duration::from_secs(10), || {
+        let s = c.node(leader).handle.status();
+        (s.voters == want && s.voters_outgoing.is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        left.is_some(),
+        "the joint configuration is left: {:?}",
+        c.node(leader).handle.status()
+    );
+    propose_retrying(
+        &c.node(leader).handle,
+        b"after-joint",
+        Duration::from_secs(10),
+    )
+    .await;
+}
