@@ -21,23 +21,15 @@ async fn call(
     body: Option<Value>,
     content_type: &str,
 ) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", content_type)
-        .body(
-            body.map(|b| Body::from(b.to_string()))
-                .unwrap_or_else(Body::empty),
-        )
-        .unwrap();
-    let resp = app(f.state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())),
+    common::send(
+        f,
+        method,
+        path,
+        body.map(|b| Body::from(b.to_string()))
+            .unwrap_or_else(Body::empty),
+        content_type,
     )
+    .await
 }
 
 async fn json_call(

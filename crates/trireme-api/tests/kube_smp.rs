@@ -3,11 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tower::ServiceExt;
-use trireme_api::app;
 
 mod common;
 use common::{fixture, Fixture};
@@ -23,20 +20,14 @@ async fn call(
     body: Option<String>,
     content_type: &str,
 ) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", content_type)
-        .body(body.map(Body::from).unwrap_or_else(Body::empty))
-        .unwrap();
-    let resp = app(f.state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())),
+    common::send(
+        f,
+        method,
+        path,
+        body.map(Body::from).unwrap_or_else(Body::empty),
+        content_type,
     )
+    .await
 }
 
 async fn ready(f: &Fixture) {

@@ -4,6 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+use trireme_api::app;
+
 use trireme_api::ApiState;
 use trireme_raft::memory::MemoryNetwork;
 use trireme_raft::{Bootstrap, NodeConfig, Role, FAST_TICK};
@@ -39,4 +46,27 @@ pub async fn fixture() -> Fixture {
         },
         _dir: dir,
     }
+}
+
+/// Sends one request through the router; the answer's status and its body as JSON (or
+/// as a JSON string when it is not JSON).
+pub async fn send(
+    f: &Fixture,
+    method: &str,
+    path: &str,
+    body: Body,
+    content_type: &str,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(body)
+        .unwrap();
+    let resp = app(f.state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, value)
 }
