@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::node::NodeHandle;
 use crate::state_machine::{AppliedState, ApplyEntry, StateMachine};
 
 #[derive(Default)]
@@ -125,5 +126,20 @@ pub async fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> O
             return None;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Proposes `data` until it is applied here, retrying retryable errors until `limit`;
+/// panics (failing the test) otherwise. Returns the entry's index.
+pub async fn propose_retrying(h: &NodeHandle<u64>, data: &[u8], limit: Duration) -> u64 {
+    let end = Instant::now() + limit;
+    loop {
+        match h.propose(data.to_vec()).await {
+            Ok(index) => return index,
+            Err(e) if e.is_retryable() && Instant::now() < end => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("proposal failed: {e}"),
+        }
     }
 }

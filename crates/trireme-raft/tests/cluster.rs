@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use trireme_raft::memory::MemoryNetwork;
-use trireme_raft::testing::{wait_for, RecordingSm};
+use trireme_raft::testing::{propose_retrying, wait_for, RecordingSm};
 use trireme_raft::{Bootstrap, NodeConfig, NodeHandle, ProposeError, ReadError, Role, FAST_TICK};
 
 struct TestNode {
@@ -80,20 +80,6 @@ fn start_node(net: &Arc<MemoryNetwork>, id: u64, bootstrap: Bootstrap, threshold
         handle,
         sm,
         _dir: dir,
-    }
-}
-
-/// Proposes with retries on retryable errors until `limit`.
-async fn propose_retrying(h: &NodeHandle<u64>, data: &[u8], limit: Duration) -> u64 {
-    let end = Instant::now() + limit;
-    loop {
-        match h.propose(data.to_vec()).await {
-            Ok(index) => return index,
-            Err(e) if e.is_retryable() && Instant::now() < end => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("proposal failed: {e}"),
-        }
     }
 }
 

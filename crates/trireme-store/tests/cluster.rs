@@ -9,6 +9,7 @@ use trireme_mvcc::{
     RequestOp, TxnRequest,
 };
 use trireme_raft::memory::MemoryNetwork;
+use trireme_raft::testing::wait_for;
 use trireme_raft::{Bootstrap, NodeConfig, Role, FAST_TICK};
 use trireme_store::{Consistency, KvStore, StoreConfig, StoreError};
 
@@ -98,19 +99,6 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         last
-    }
-}
-
-async fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= end {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

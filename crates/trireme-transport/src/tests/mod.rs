@@ -7,7 +7,7 @@ mod refusals;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -60,21 +60,7 @@ pub(crate) async fn logged(needles: &[&str], limit: Duration) -> bool {
     .is_some()
 }
 
-pub(crate) use trireme_raft::testing::{wait_for, RecordingSm};
-
-/// Proposes with retries on retryable errors until `limit`.
-pub(crate) async fn propose_retrying(h: &NodeHandle<u64>, data: &[u8], limit: Duration) -> u64 {
-    let end = Instant::now() + limit;
-    loop {
-        match h.propose(data.to_vec()).await {
-            Ok(index) => return index,
-            Err(e) if e.is_retryable() && Instant::now() < end => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("proposal failed: {e}"),
-        }
-    }
-}
+pub(crate) use trireme_raft::testing::{propose_retrying, wait_for, RecordingSm};
 
 pub(crate) fn node_config(
     id: u64,
