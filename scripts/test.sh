@@ -9,6 +9,8 @@ declare -A packages=(
   [fiu-run]=fiu-utils   # fsync failure injection (trireme-store/tests/fsync_failure.rs)
   [fiu-ctrl]=fiu-utils
   [kubectl]=kubernetes-client   # the machine image ships kubectl 1.32; Debian's is the fallback
+  [ip]=iproute2        # network namespaces of the chaos harness (tests/chaos.rs)
+  [nft]=nftables       # partitions inside those namespaces
 )
 missing=()
 for cmd in "${!packages[@]}"; do

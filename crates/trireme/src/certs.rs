@@ -19,6 +19,9 @@ pub struct CertPlan {
     pub replicas: Vec<(String, String)>,
     /// Extra names or IPs on every API certificate (a load balancer).
     pub api_sans: Vec<String>,
+    /// Extra names or IPs on every peer certificate (an address peers dial through,
+    /// such as the chaos harness's link proxies).
+    pub peer_sans: Vec<String>,
     /// The kubeconfig's server URL.
     pub server: String,
     pub force: bool,
@@ -77,7 +80,9 @@ pub fn init(plan: &CertPlan) -> anyhow::Result<Vec<PathBuf>> {
         },
     ];
     for (name, host) in &plan.replicas {
-        let peer = pki::issue_peer(&ca, name, std::slice::from_ref(host))?;
+        let mut peer_sans = vec![host.clone()];
+        peer_sans.extend(plan.peer_sans.iter().cloned());
+        let peer = pki::issue_peer(&ca, name, &peer_sans)?;
         let mut sans = vec![host.clone()];
         sans.extend(plan.api_sans.iter().cloned());
         let api = pki::issue_api_server(&ca, name, &sans)?;
@@ -190,6 +195,7 @@ mod tests {
                 ("replica-2".into(), "127.0.0.1".into()),
             ],
             api_sans: vec!["lb.example".into()],
+            peer_sans: vec![],
             server: "https://lb.example:6443".into(),
             force: false,
         };

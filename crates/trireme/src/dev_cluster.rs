@@ -105,6 +105,7 @@ pub fn prepare(args: &DevClusterArgs) -> anyhow::Result<()> {
                 .map(|i| (replica_name(i), "127.0.0.1".to_string()))
                 .collect(),
             api_sans: vec!["localhost".into()],
+            peer_sans: vec![],
             server: format!("https://127.0.0.1:{}", args.base_port),
             force: false,
         })?;

@@ -108,6 +108,7 @@ fn main() -> ExitCode {
                 out,
                 replicas,
                 api_sans,
+                peer_sans: vec![],
                 server,
                 force,
             };

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::netns::{self, Network};
 use super::proxy::{self, Link, LinkMode};
 use super::workload::Api;
 use crate::certs::{self, CertPlan};
@@ -32,7 +33,13 @@ pub struct Cluster {
     pub replicas: Vec<Replica>,
     /// `links[i][j]`: replica i dialing replica j (None on the diagonal).
     pub links: Vec<Vec<Option<Arc<Link>>>>,
+    /// `proxy_addr[i][j]`: where replica i dials replica j.
+    proxy_addr: Vec<Vec<Option<SocketAddr>>>,
     pub http: reqwest::Client,
+    /// The namespaces, when the replicas run in them.
+    pub net: Option<Network>,
+    /// Replicas whose link is down.
+    isolated: Vec<usize>,
     /// Replicas run under Debian's `fiu-run -x`, so `fiu-ctrl` can make their fsyncs fail.
     pub fiu: bool,
     stop: watch::Sender<bool>,
@@ -51,23 +58,60 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// Where the replicas' sockets live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetMode {
+    /// Namespaces when this machine allows them (root, `ip`, `nft`), else loopback.
+    Auto,
+    /// Each replica in its own network namespace on a bridge; partitions are nftables
+    /// drops, and a replica's link can be set down.
+    Netns,
+    /// Every replica on 127.0.0.1; partitions are done by the link proxies.
+    Loopback,
+}
+
+/// Peer and API ports inside a namespace (each namespace has its own port space).
+const NETNS_PEER_PORT: u16 = 2380;
+const NETNS_API_PORT: u16 = 6443;
+
 impl Cluster {
-    /// Certificates, proxies and configs for `n` replicas under `dir`; nothing runs yet.
-    pub async fn prepare(dir: &Path, n: usize, exe: &Path) -> anyhow::Result<Cluster> {
-        let _ = exe;
+    /// Certificates, proxies, namespaces (with [`NetMode::Netns`]) and configs for `n`
+    /// replicas under `dir`; nothing runs yet.
+    pub async fn prepare(dir: &Path, n: usize, mode: NetMode) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(dir)?;
+        let net = match mode {
+            NetMode::Loopback => None,
+            NetMode::Netns => Some(Network::create(n)?),
+            NetMode::Auto => match netns::unavailable() {
+                None => Some(Network::create(n)?),
+                Some(why) => {
+                    println!("chaos: replicas on loopback ({why})");
+                    None
+                }
+            },
+        };
+        // Replicas listen on their own address in a namespace, or on loopback; the
+        // proxies listen where the harness is (the bridge address, or loopback).
+        let (proxy_host, replica_hosts): (String, Vec<String>) = match &net {
+            Some(net) => (
+                net.host_addr().to_string(),
+                (0..n).map(|i| net.replica_addr(i).to_string()).collect(),
+            ),
+            None => ("127.0.0.1".into(), vec!["127.0.0.1".into(); n]),
+        };
         let pki = dir.join("pki");
-        if !pki.join("ca.crt").exists() {
-            certs::init(&CertPlan {
-                out: pki.clone(),
-                replicas: (1..=n)
-                    .map(|i| (format!("replica-{i}"), "127.0.0.1".to_string()))
-                    .collect(),
-                api_sans: vec![],
-                server: "https://127.0.0.1:6443".into(),
-                force: false,
-            })?;
-        }
+        certs::init(&CertPlan {
+            out: pki.clone(),
+            replicas: (1..=n)
+                .map(|i| (format!("replica-{i}"), replica_hosts[i - 1].clone()))
+                .collect(),
+            api_sans: vec![],
+            // Peers dial each other through the proxies: the dialed address is the
+            // proxy's.
+            peer_sans: vec![proxy_host.clone()],
+            server: format!("https://{}:6443", replica_hosts[0]),
+            force: true,
+        })?;
         // The proxies bind first and keep their ports; only then are the replicas'
         // ports picked (bound and released), so the OS cannot hand a replica's port to
         // a proxy between the pick and the replica's own bind.
@@ -75,12 +119,27 @@ impl Cluster {
         for _ in 0..n {
             let mut row = Vec::new();
             for _ in 0..n {
-                row.push(Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?));
+                row.push(Some(
+                    tokio::net::TcpListener::bind((proxy_host.as_str(), 0)).await?,
+                ));
             }
             proxy_listeners.push(row);
         }
-        let peers: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect::<Result<_, _>>()?;
-        let apis: Vec<SocketAddr> = (0..n).map(|_| free_addr()).collect::<Result<_, _>>()?;
+        let (peers, apis): (Vec<SocketAddr>, Vec<SocketAddr>) = match &net {
+            Some(net) => (0..n)
+                .map(|i| {
+                    let ip = std::net::IpAddr::V4(net.replica_addr(i));
+                    (
+                        SocketAddr::new(ip, NETNS_PEER_PORT),
+                        SocketAddr::new(ip, NETNS_API_PORT),
+                    )
+                })
+                .unzip(),
+            None => (
+                (0..n).map(|_| free_addr()).collect::<Result<_, _>>()?,
+                (0..n).map(|_| free_addr()).collect::<Result<_, _>>()?,
+            ),
+        };
         let (stop, stop_rx) = watch::channel(false);
         let mut links = vec![vec![None; n]; n];
         let mut proxy_addr = vec![vec![None; n]; n];
@@ -138,8 +197,11 @@ impl Cluster {
             dir: dir.to_path_buf(),
             replicas,
             links,
+            proxy_addr,
             http,
             fiu: fiu_available(),
+            net,
+            isolated: Vec::new(),
             stop,
         })
     }
@@ -157,13 +219,18 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(&r.log)?;
-        let mut cmd = if self.fiu {
-            let mut c = Command::new("fiu-run");
-            c.arg("-x").arg(exe);
-            c
-        } else {
-            Command::new(exe)
-        };
+        // `ip netns exec` and `fiu-run` both exec what follows, so the child's PID is
+        // the replica's.
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(net) = &self.net {
+            argv.extend(["ip", "netns", "exec", net.namespace(i)].map(Into::into));
+        }
+        if self.fiu {
+            argv.extend(["fiu-run", "-x"].map(Into::into));
+        }
+        argv.push(exe.as_os_str().to_owned());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         let child = cmd
             .arg("replica")
             .arg("--config")
@@ -269,14 +336,45 @@ impl Cluster {
         }
     }
 
-    /// Cuts both directions between every member of `a` and every member of `b`.
-    pub fn cut(&self, a: &[usize], b: &[usize]) {
-        for x in a {
-            for y in b {
-                self.set_link(*x, *y, LinkMode::Blackhole);
-                self.set_link(*y, *x, LinkMode::Blackhole);
+    /// Cuts both directions between every member of `a` and every member of `b`: with
+    /// namespaces, nftables in each replica's namespace drops the packets of the links'
+    /// proxy ports (connections stall); on loopback the proxies blackhole the links.
+    pub fn cut(&mut self, a: &[usize], b: &[usize]) -> anyhow::Result<()> {
+        for &x in a {
+            for &y in b {
+                for (from, to) in [(x, y), (y, x)] {
+                    let port = self.proxy_addr[from][to].map(|p| p.port());
+                    match (&mut self.net, port) {
+                        (Some(net), Some(port)) => net.block(from, port)?,
+                        _ => self.set_link(from, to, LinkMode::Blackhole),
+                    }
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Sets replica `i`'s network link down: it loses peers and clients alike. Needs
+    /// namespaces.
+    pub fn isolate(&mut self, i: usize) -> anyhow::Result<()> {
+        let Some(net) = &self.net else {
+            bail!("isolating a replica needs network namespaces")
+        };
+        net.set_link(i, false)?;
+        self.isolated.push(i);
+        Ok(())
+    }
+
+    /// Undoes every network fault: proxies pass, no drop rules, every link up.
+    pub fn heal_network(&mut self) -> anyhow::Result<()> {
+        self.set_all_links(LinkMode::Pass);
+        if let Some(net) = &mut self.net {
+            net.unblock_all()?;
+            for i in self.isolated.drain(..) {
+                net.set_link(i, true)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn set_all_links(&self, mode: LinkMode) {
@@ -397,12 +495,13 @@ impl Cluster {
         }
     }
 
-    /// Kills every process we started and stops the proxies.
+    /// Kills every process we started, stops the proxies and removes the namespaces.
     pub fn shutdown(&mut self) {
         for i in 0..self.len() {
             self.kill(i);
         }
         let _ = self.stop.send(true);
+        self.net = None;
     }
 }
 

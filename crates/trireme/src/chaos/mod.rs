@@ -8,6 +8,7 @@
 
 mod cluster;
 mod nemesis;
+mod netns;
 mod proxy;
 mod workload;
 
@@ -27,6 +28,7 @@ use trireme_check::{
 };
 
 use cluster::Cluster;
+pub use cluster::NetMode;
 pub use nemesis::Nemesis;
 use workload::{Recorder, WatchLog, KEY_PREFIX, KEY_RANGE_END};
 
@@ -39,7 +41,9 @@ pub struct ChaosArgs {
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Faults to draw from: kill, kill-leader, pause, pause-leader, partition-leader,
-    /// split, bridge, delay, drop, blackhole, snapshot; groups partition, netem, all.
+    /// split, bridge, isolate, delay, drop, blackhole, snapshot, fsync; groups
+    /// partition, netem, all. Each is used once per round (shuffled); every third cycle
+    /// combines two.
     #[arg(long, default_value = "all", value_parser = parse_nemeses)]
     pub nemesis: NemesisList,
     /// Seed for the choice of faults, victims and operations.
@@ -60,6 +64,10 @@ pub struct ChaosArgs {
     /// Keep the working directory even after a clean run.
     #[arg(long)]
     pub keep: bool,
+    /// Where replicas run: each in its own network namespace on a bridge (needs root,
+    /// iproute2 and nftables), on loopback, or namespaces when possible.
+    #[arg(long, value_enum, default_value_t = NetMode::Auto)]
+    pub net: NetMode,
 }
 
 /// The faults a run draws from.
@@ -112,8 +120,23 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<Report> {
         args.replicas,
         dir.display()
     );
-    let mut c = Cluster::prepare(&dir, args.replicas, &exe).await?;
+    let mut c = Cluster::prepare(&dir, args.replicas, args.net).await?;
     let mut args = args;
+    if let Some(net) = &c.net {
+        println!(
+            "chaos: replicas in network namespaces {}..{} on 10.77.x.0/24 (harness at {})",
+            net.namespace(0),
+            net.namespace(c.len() - 1),
+            net.host_addr()
+        );
+    }
+    if args.nemesis.0.contains(&Nemesis::Isolate) && c.net.is_none() {
+        args.nemesis.0.retain(|n| *n != Nemesis::Isolate);
+        if args.nemesis.0.is_empty() {
+            bail!("the isolate nemesis needs network namespaces (root, iproute2, nftables)");
+        }
+        println!("isolate nemesis skipped: no network namespaces");
+    }
     if args.nemesis.0.contains(&Nemesis::FsyncFailure) && !c.fiu {
         args.nemesis.0.retain(|n| *n != Nemesis::FsyncFailure);
         if args.nemesis.0.is_empty() {
@@ -176,6 +199,7 @@ async fn drive(
 
     let started = Instant::now();
     let mut cycles = 0u32;
+    let mut schedule = nemesis::Schedule::new(args.nemesis.0.clone());
     loop {
         let more = match args.duration {
             Some(d) => started.elapsed() < d,
@@ -185,16 +209,18 @@ async fn drive(
             break;
         }
         cycles += 1;
-        let n = args.nemesis.0[rng.gen_range(0..args.nemesis.0.len())];
+        let faults = schedule.next(&mut rng);
+        let name = nemesis::names(&faults);
         let leader = tokio::time::timeout(Duration::from_secs(3), c.leader())
             .await
             .ok()
             .flatten();
-        let injected = nemesis::inject(c, n, leader, &mut rng)?;
-        let hold_until = Instant::now() + n.hold();
+        let injected = nemesis::inject_all(c, &faults, leader, &mut rng)?;
+        let hold = faults.iter().map(|n| n.hold()).max().unwrap_or_default();
+        let hold_until = Instant::now() + hold;
         while Instant::now() < hold_until {
             if let Some(crash) = c.crashed(&injected.fsync_failed) {
-                bail!("cycle {cycles} ({}): a replica crashed: {crash}", n.name());
+                bail!("cycle {cycles} ({name}): a replica crashed: {crash}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -223,13 +249,12 @@ async fn drive(
         nemesis::heal(c, &injected, exe)?;
         c.wait_settled(Duration::from_secs(60), false)
             .await
-            .with_context(|| format!("cycle {cycles} ({}): after the heal", n.name()))?;
+            .with_context(|| format!("cycle {cycles} ({name}): after the heal"))?;
         if let Some(crash) = c.crashed(&[]) {
-            bail!("cycle {cycles} ({}): a replica crashed: {crash}", n.name());
+            bail!("cycle {cycles} ({name}): a replica crashed: {crash}");
         }
         println!(
-            "cycle {cycles}: {:<16} healed; {} operations recorded",
-            n.name(),
+            "cycle {cycles}: {name:<24} healed; {} operations recorded",
             rec.count()
         );
     }

@@ -36,10 +36,13 @@ pub enum Nemesis {
     /// Every fsync of one replica fails (libfiu): it must stop, never carry on; it is
     /// restarted (without the fault) at heal.
     FsyncFailure,
+    /// The leader's network link is set down (namespaces only): it loses its peers and
+    /// its clients at once.
+    Isolate,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 12] = [
+    pub const ALL: [Nemesis; 13] = [
         Nemesis::Kill,
         Nemesis::KillLeader,
         Nemesis::Pause,
@@ -52,6 +55,7 @@ impl Nemesis {
         Nemesis::Blackhole,
         Nemesis::SnapshotCatchUp,
         Nemesis::FsyncFailure,
+        Nemesis::Isolate,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Nemesis {
             Nemesis::Blackhole => "blackhole",
             Nemesis::SnapshotCatchUp => "snapshot",
             Nemesis::FsyncFailure => "fsync",
+            Nemesis::Isolate => "isolate",
         }
     }
 
@@ -78,9 +83,12 @@ impl Nemesis {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
                 "all" => out.extend(Nemesis::ALL),
-                "partition" => {
-                    out.extend([Nemesis::PartitionLeader, Nemesis::Split, Nemesis::Bridge])
-                }
+                "partition" => out.extend([
+                    Nemesis::PartitionLeader,
+                    Nemesis::Split,
+                    Nemesis::Bridge,
+                    Nemesis::Isolate,
+                ]),
                 "netem" => out.extend([Nemesis::Delay, Nemesis::Drop, Nemesis::Blackhole]),
                 name => match Nemesis::ALL.iter().find(|n| n.name() == name) {
                     Some(n) => out.push(*n),
@@ -111,6 +119,66 @@ impl Nemesis {
     }
 }
 
+/// The order of faults: every listed nemesis once per round, in a shuffled order, and
+/// every third cycle a second fault on top of the first (a combination), drawn from
+/// those that compose.
+pub struct Schedule {
+    all: Vec<Nemesis>,
+    deck: Vec<Nemesis>,
+    cycle: u32,
+}
+
+impl Schedule {
+    pub fn new(all: Vec<Nemesis>) -> Schedule {
+        Schedule {
+            all,
+            deck: Vec::new(),
+            cycle: 0,
+        }
+    }
+
+    /// The faults of the next cycle (one or two).
+    pub fn next(&mut self, rng: &mut StdRng) -> Vec<Nemesis> {
+        self.cycle += 1;
+        if self.deck.is_empty() {
+            self.deck = self.all.clone();
+            for i in (1..self.deck.len()).rev() {
+                self.deck.swap(i, rng.gen_range(0..=i));
+            }
+        }
+        let Some(first) = self.deck.pop() else {
+            return Vec::new();
+        };
+        let mut out = vec![first];
+        if self.cycle.is_multiple_of(3) && first.composes() {
+            let partners: Vec<Nemesis> = self
+                .all
+                .iter()
+                .copied()
+                .filter(|n| n.composes() && *n != first)
+                .collect();
+            if !partners.is_empty() {
+                out.push(partners[rng.gen_range(0..partners.len())]);
+            }
+        }
+        out
+    }
+}
+
+impl Nemesis {
+    /// Whether the fault can be held together with another one. The fsync failure
+    /// must be observed alone (its victim has to exit by itself), and the snapshot
+    /// catch-up needs the rest of the cluster to make progress.
+    fn composes(self) -> bool {
+        !matches!(self, Nemesis::FsyncFailure | Nemesis::SnapshotCatchUp)
+    }
+}
+
+/// A cycle's faults as one name: `kill` or `kill+delay`.
+pub fn names(ns: &[Nemesis]) -> String {
+    ns.iter().map(|n| n.name()).collect::<Vec<_>>().join("+")
+}
+
 /// What must be undone at heal.
 #[derive(Debug, Default)]
 pub struct Injected {
@@ -118,7 +186,30 @@ pub struct Injected {
     /// Replicas whose fsyncs fail: they must have exited by the end of the hold.
     pub fsync_failed: Vec<usize>,
     pub paused: Vec<usize>,
-    pub links_touched: bool,
+    pub network_touched: bool,
+}
+
+impl Injected {
+    fn merge(&mut self, other: Injected) {
+        self.killed.extend(other.killed);
+        self.fsync_failed.extend(other.fsync_failed);
+        self.paused.extend(other.paused);
+        self.network_touched |= other.network_touched;
+    }
+}
+
+/// Injects every fault of a cycle; `leader` is the current leader's index if known.
+pub fn inject_all(
+    c: &mut Cluster,
+    ns: &[Nemesis],
+    leader: Option<usize>,
+    rng: &mut StdRng,
+) -> anyhow::Result<Injected> {
+    let mut done = Injected::default();
+    for n in ns {
+        done.merge(inject(c, *n, leader, rng)?);
+    }
+    Ok(done)
 }
 
 /// Injects `n`; `leader` is the current leader's index if known.
@@ -151,18 +242,31 @@ pub fn inject(
             c.pause(v);
             done.paused.push(v);
         }
-        Nemesis::PartitionLeader | Nemesis::Blackhole | Nemesis::SnapshotCatchUp => {
+        Nemesis::PartitionLeader | Nemesis::SnapshotCatchUp => {
             let v = match n {
                 Nemesis::PartitionLeader => leader_or_random(rng),
-                Nemesis::SnapshotCatchUp => {
+                _ => {
                     let followers: Vec<usize> = (0..size).filter(|i| Some(*i) != leader).collect();
                     followers[rng.gen_range(0..followers.len())]
                 }
-                _ => random(rng),
             };
             let others: Vec<usize> = (0..size).filter(|i| *i != v).collect();
-            c.cut(&[v], &others);
-            done.links_touched = true;
+            c.cut(&[v], &others)?;
+            done.network_touched = true;
+        }
+        Nemesis::Blackhole => {
+            // Always through the proxies: the links accept and swallow, unlike the
+            // namespace drops of the partitions.
+            let v = random(rng);
+            for o in (0..size).filter(|i| *i != v) {
+                c.set_link(v, o, LinkMode::Blackhole);
+                c.set_link(o, v, LinkMode::Blackhole);
+            }
+            done.network_touched = true;
+        }
+        Nemesis::Isolate => {
+            c.isolate(leader_or_random(rng))?;
+            done.network_touched = true;
         }
         Nemesis::Split => {
             let mut ids: Vec<usize> = (0..size).collect();
@@ -171,26 +275,26 @@ pub fn inject(
             }
             let minority = (size - 1) / 2;
             let (a, b) = ids.split_at(minority.max(1));
-            c.cut(a, b);
-            done.links_touched = true;
+            c.cut(a, b)?;
+            done.network_touched = true;
         }
         Nemesis::Bridge => {
             let b = random(rng);
             let rest: Vec<usize> = (0..size).filter(|i| *i != b).collect();
             let half = rest.len() / 2;
-            c.cut(&rest[..half], &rest[half..]);
-            done.links_touched = true;
+            c.cut(&rest[..half], &rest[half..])?;
+            done.network_touched = true;
         }
         Nemesis::Delay => {
             c.set_all_links(LinkMode::Delay {
                 base_ms: 50,
                 jitter_ms: 25,
             });
-            done.links_touched = true;
+            done.network_touched = true;
         }
         Nemesis::Drop => {
             c.set_all_links(LinkMode::Drop { p: 0.05 });
-            done.links_touched = true;
+            done.network_touched = true;
         }
         Nemesis::FsyncFailure => {
             let v = random(rng);
@@ -203,8 +307,8 @@ pub fn inject(
 
 /// Undoes what `inject` did.
 pub fn heal(c: &mut Cluster, injected: &Injected, exe: &std::path::Path) -> anyhow::Result<()> {
-    if injected.links_touched {
-        c.set_all_links(LinkMode::Pass);
+    if injected.network_touched {
+        c.heal_network()?;
     }
     for p in &injected.paused {
         c.resume(*p);
