@@ -26,6 +26,7 @@ fn entries(first_index: u64, n: usize) -> Vec<ApplyEntry> {
                     prev_kv: false,
                 })),
                 conf_state: None,
+                cluster: Vec::new(),
             }
         })
         .collect()

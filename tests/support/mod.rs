@@ -46,6 +46,13 @@ impl Cluster {
 
     /// Certificates, configs for `n` replicas; nothing started.
     pub fn prepare(n: usize) -> Cluster {
+        Cluster::prepare_with_joiners(n, n)
+    }
+
+    /// Certificates and configs for `n` replicas of which the first `founders` found
+    /// the cluster (`cluster.initial` lists only them); the others have `join = true`
+    /// (add them with the member API before starting them). Nothing started.
+    pub fn prepare_with_joiners(n: usize, founders: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
         let mut cmd = Command::new(BIN);
@@ -62,6 +69,7 @@ impl Cluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial: Vec<String> = ports
             .iter()
+            .take(founders)
             .enumerate()
             .map(|(i, (_, peer))| format!("replica-{} = \"https://127.0.0.1:{peer}\"", i + 1))
             .collect();
@@ -72,7 +80,7 @@ impl Cluster {
             std::fs::write(
                 &config,
                 format!(
-                    "name = \"{name}\"\ndata_dir = \"data/{name}\"\nzone = \"zone-{zone}\"\n\
+                    "name = \"{name}\"\ndata_dir = \"data/{name}\"\nzone = \"zone-{zone}\"\n{join}\
                      [cluster]\ntoken = \"system-test\"\ninitial = {{ {initial} }}\n\
                      [peer]\nlisten = \"127.0.0.1:{peer_port}\"\n\
                      [api]\nlisten = \"127.0.0.1:{api_port}\"\nmax_request_bytes = 65536\n\
@@ -82,6 +90,7 @@ impl Cluster {
                      [log]\nfilter = \"info\"\n",
                     initial = initial.join(", "),
                     zone = i + 1,
+                    join = if i >= founders { "join = true\n" } else { "" },
                 ),
             )
             .unwrap();
@@ -312,5 +321,60 @@ impl Cluster {
             text.replacen("[api]\n", &format!("[api]\n{lines}\n"), 1),
         )
         .unwrap();
+    }
+}
+
+impl Cluster {
+    /// The peer URL replica `i` listens on.
+    pub fn peer_url(&self, i: usize) -> String {
+        format!("https://127.0.0.1:{}", self.members[i].peer_port)
+    }
+
+    /// Adds `lines` to the `[raft]` section of replica `i`'s config; call before
+    /// `spawn`.
+    pub fn add_raft_config(&self, i: usize, lines: &str) {
+        let path = &self.members[i].config;
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.contains("[raft]\n"),
+            "no [raft] section in {}",
+            path.display()
+        );
+        let lines = lines.trim_end();
+        std::fs::write(
+            path,
+            text.replacen("[raft]\n", &format!("[raft]\n{lines}\n"), 1),
+        )
+        .unwrap();
+    }
+
+    /// Makes replica `i` join an existing cluster (`join = true`) from now on.
+    pub fn set_join(&self, i: usize) {
+        let path = &self.members[i].config;
+        let text = std::fs::read_to_string(path).unwrap();
+        if !text.contains("join = true") {
+            std::fs::write(path, format!("join = true\n{text}")).unwrap();
+        }
+    }
+
+    /// Replica `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join("data").join(&self.members[i].name)
+    }
+
+    /// Waits (bounded) for replica `i`'s process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, i: usize, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let child = self.members[i].child.as_mut()?;
+            if let Some(s) = child.try_wait().unwrap() {
+                self.members[i].child = None;
+                return s.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use trireme_mvcc::CommandError;
 use trireme_raft::{ProposeError, ReadError};
-use trireme_store::StoreError;
+use trireme_store::{MemberError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -23,6 +23,7 @@ pub enum ApiError {
 const INVALID_ARGUMENT: u16 = 3;
 const DEADLINE_EXCEEDED: u16 = 4;
 const NOT_FOUND: u16 = 5;
+const ALREADY_EXISTS: u16 = 6;
 const RESOURCE_EXHAUSTED: u16 = 8;
 const FAILED_PRECONDITION: u16 = 9;
 const OUT_OF_RANGE: u16 = 11;
@@ -70,6 +71,17 @@ fn store_parts(e: &StoreError) -> (StatusCode, u16, String) {
         StoreError::Propose(ProposeError::InvalidConfChange(m)) => {
             (S::BAD_REQUEST, FAILED_PRECONDITION, m.clone())
         }
+        StoreError::Propose(ProposeError::ConfChangePending) => (
+            S::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "etcdserver: a membership change is already in progress; retry".into(),
+        ),
+        StoreError::Propose(ProposeError::LearnerNotReady) => (
+            S::BAD_REQUEST,
+            FAILED_PRECONDITION,
+            "etcdserver: can only promote a learner member which is in sync with leader".into(),
+        ),
+        StoreError::Member(m) => member_parts(m),
         StoreError::Propose(ProposeError::Stopped) | StoreError::ReadIndex(ReadError::Stopped) => (
             S::SERVICE_UNAVAILABLE,
             UNAVAILABLE,
@@ -108,6 +120,46 @@ fn store_parts(e: &StoreError) -> (StatusCode, u16, String) {
         ),
         StoreError::Malformed(m) | StoreError::Storage(m) => {
             (S::INTERNAL_SERVER_ERROR, INTERNAL, m.clone())
+        }
+    }
+}
+
+/// etcd's messages where etcd has one; grpc-gateway's HTTP status for the code.
+fn member_parts(e: &MemberError) -> (StatusCode, u16, String) {
+    use StatusCode as S;
+    match e {
+        MemberError::NotFound(_) => (
+            S::NOT_FOUND,
+            NOT_FOUND,
+            "etcdserver: member not found".into(),
+        ),
+        MemberError::AlreadyExists { .. } => (
+            S::CONFLICT,
+            ALREADY_EXISTS,
+            format!("etcdserver: member ID already exist ({e})"),
+        ),
+        MemberError::PeerUrlExists { .. } => (
+            S::CONFLICT,
+            ALREADY_EXISTS,
+            format!("etcdserver: Peer URLs already exists ({e})"),
+        ),
+        MemberError::NotLearner(_) => (
+            S::BAD_REQUEST,
+            FAILED_PRECONDITION,
+            "etcdserver: can only promote a learner member".into(),
+        ),
+        MemberError::LastVoter(_) | MemberError::NotMember(_) => (
+            S::BAD_REQUEST,
+            FAILED_PRECONDITION,
+            format!("etcdserver: {e}"),
+        ),
+        MemberError::InvalidUrl { .. } => (
+            S::BAD_REQUEST,
+            INVALID_ARGUMENT,
+            format!("etcdserver: given member URLs are invalid ({e})"),
+        ),
+        MemberError::InvalidName { .. } | MemberError::NoPeerUrl => {
+            (S::BAD_REQUEST, INVALID_ARGUMENT, format!("etcdserver: {e}"))
         }
     }
 }
@@ -187,6 +239,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
         let body = serde_json::json!({ "error": message, "code": code, "message": message });
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if matches!(
+            self,
+            ApiError::Store(StoreError::Propose(ProposeError::ConfChangePending))
+        ) {
+            // Nothing was committed: the same request can be sent again shortly.
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }

@@ -13,7 +13,7 @@ use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 
 use crate::json::JsonBody;
-use crate::{etcd, etcd_watch};
+use crate::{etcd, etcd_cluster, etcd_watch};
 
 /// Every path whose body is a JSON request.
 pub const PATHS: &[&str] = &[
@@ -27,6 +27,10 @@ pub const PATHS: &[&str] = &[
     "/v3/kv/lease/revoke",
     "/v3/lease/keepalive",
     "/v3/watch",
+    "/v3/cluster/member/list",
+    "/v3/cluster/member/add",
+    "/v3/cluster/member/remove",
+    "/v3/cluster/member/promote",
 ];
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<(), String> {
@@ -56,6 +60,11 @@ pub fn decode_request(path: &str, body: &[u8]) -> Result<(), String> {
             decode::<etcd::LeaseIdJson>(body)
         }
         "/v3/watch" => decode::<etcd_watch::WatchRequestJson>(body),
+        "/v3/cluster/member/list" => decode::<etcd_cluster::MemberListJson>(body),
+        "/v3/cluster/member/add" => decode::<etcd_cluster::MemberAddJson>(body),
+        "/v3/cluster/member/remove" | "/v3/cluster/member/promote" => {
+            decode::<etcd_cluster::MemberIdJson>(body)
+        }
         _ => Err(format!("no JSON request at {path}")),
     }
 }

@@ -19,12 +19,19 @@ pub async fn livez(State(s): State<ApiState>) -> (StatusCode, &'static str) {
 /// Ready while this replica knows a leader and has applied everything it knows to be
 /// committed: a replica cut off from the quorum loses its leader within an election
 /// timeout (pre-vote resets it) and turns 503, so a load balancer stops routing to it.
+/// A replica removed from the cluster is never ready (it exits soon after).
 pub async fn readyz(State(s): State<ApiState>) -> (StatusCode, String) {
     let st = s.store.status();
     if st.failed.is_some() || st.stopped {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "raft node stopped\n".into(),
+        );
+    }
+    if st.removed {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "removed from the cluster\n".into(),
         );
     }
     if st.leader_id == 0 {

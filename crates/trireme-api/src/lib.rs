@@ -8,7 +8,8 @@
 //! - [`app`]: the router. `serve`: the TLS/plain accept loop with its limits.
 //! - `health`: `/livez`, `/readyz`, `/version`.
 //! - `etcd`: the etcd v3 JSON gateway (`/v3/kv/*`, `/v3/lease/*`,
-//!   `/v3/maintenance/status`, `/v3/maintenance/hashkv`); `etcd_watch`: `/v3/watch`.
+//!   `/v3/maintenance/status`, `/v3/maintenance/hashkv`); `etcd_watch`: `/v3/watch`;
+//!   `etcd_cluster`: the member API (`/v3/cluster/member/list|add|remove|promote`).
 //! - `json`: proto3-JSON helpers and the [`json::JsonBody`] extractor.
 //! - `error`: [`ApiError`], the one place etcd-gateway errors become responses.
 //! - `kube`: the Kubernetes-style REST API (discovery, objects, watch, Tables);
@@ -28,6 +29,7 @@ use trireme_store::KvStore;
 
 mod error;
 mod etcd;
+mod etcd_cluster;
 mod etcd_watch;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -70,6 +72,16 @@ pub fn app(state: ApiState) -> Router {
         .route("/v3/maintenance/status", post(etcd::status))
         .route("/v3/maintenance/hashkv", post(etcd::hash_kv))
         .route("/v3/watch", post(etcd_watch::watch))
+        .route("/v3/cluster/member/list", post(etcd_cluster::member_list))
+        .route("/v3/cluster/member/add", post(etcd_cluster::member_add))
+        .route(
+            "/v3/cluster/member/remove",
+            post(etcd_cluster::member_remove),
+        )
+        .route(
+            "/v3/cluster/member/promote",
+            post(etcd_cluster::member_promote),
+        )
         .route_layer(axum::middleware::from_fn(error::require_client_certificate));
     Router::new()
         .route("/livez", get(health::livez))

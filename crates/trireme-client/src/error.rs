@@ -23,19 +23,34 @@ impl Status {
             Some(v) if v.get("kind").and_then(Value::as_str) == Some("Status") => {
                 Status::from_value(&v, http_code)
             }
-            _ => {
-                let text = String::from_utf8_lossy(body).trim().to_string();
-                Status {
-                    code: http_code,
-                    reason: reason_for(http_code).to_string(),
-                    message: if text.is_empty() {
-                        format!("the server answered HTTP {http_code}")
-                    } else {
-                        text
+            // The etcd gateway's shape: {"error", "code" (gRPC), "message"}.
+            Some(v) if v.get("code").is_some_and(Value::is_u64) => {
+                match v.get("message").and_then(Value::as_str) {
+                    Some(message) => Status {
+                        code: http_code,
+                        reason: reason_for(http_code).to_string(),
+                        message: message.to_string(),
+                        details: None,
                     },
-                    details: None,
+                    None => Status::from_raw(http_code, body),
                 }
             }
+            _ => Status::from_raw(http_code, body),
+        }
+    }
+
+    /// The HTTP code and the body as text.
+    fn from_raw(http_code: u16, body: &[u8]) -> Status {
+        let text = String::from_utf8_lossy(body).trim().to_string();
+        Status {
+            code: http_code,
+            reason: reason_for(http_code).to_string(),
+            message: if text.is_empty() {
+                format!("the server answered HTTP {http_code}")
+            } else {
+                text
+            },
+            details: None,
         }
     }
 

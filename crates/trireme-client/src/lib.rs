@@ -15,11 +15,15 @@
 //! - Errors: a server `Status` is [`Error::Api`] with reason, code and message.
 //! - [`Client::member_status`] / [`Client::ready`]: one replica's Raft status
 //!   (`/v3/maintenance/status`) and `/readyz`, for `trireme ctl status`.
+//! - [`Client::member_list`], [`Client::member_add`], [`Client::member_remove`],
+//!   [`Client::member_promote`] ([`ClusterMember`]): the member API
+//!   (`/v3/cluster/member/*`), for `trireme ctl member`.
 
 mod discovery;
 mod error;
 mod kubeconfig;
 mod manifest;
+mod members;
 mod watch;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +39,7 @@ pub use discovery::{ApiResource, Discovery};
 pub use error::{Error, Result, Status};
 pub use kubeconfig::Kubeconfig;
 pub use manifest::{merge_patch, parse_manifests};
+pub use members::ClusterMember;
 pub use watch::{EventType, Watch, WatchEvent, WatchParams};
 
 /// The Accept header that asks for a server-side Table.

@@ -182,3 +182,69 @@ async fn a_watch_resumes_from_the_last_resource_version_and_ends_on_error() {
     assert_eq!(*seen.lock().unwrap(), [None, Some("7".to_string())]);
     assert!(w.next().await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn the_member_api_reads_etcds_shapes_and_gateway_errors() {
+    let router = Router::new()
+        .route(
+            "/v3/cluster/member/list",
+            axum::routing::post(|| async {
+                axum::Json(json!({"header": {}, "members": [
+                    {"ID": "12", "name": "r1", "peerURLs": ["https://a:1"], "clientURLs": ["https://a:2"]},
+                    {"ID": 13, "name": "r2", "peerURLs": ["https://b:1"], "isLearner": true}
+                ]}))
+            }),
+        )
+        .route(
+            "/v3/cluster/member/add",
+            axum::routing::post(|body: String| async move {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["name"], "r3");
+                assert_eq!(v["peerURLs"], json!(["https://c:1"]));
+                assert_eq!(v["isLearner"], true);
+                axum::Json(json!({"header": {}, "member": {"ID": "14", "name": "r3", "peerURLs": ["https://c:1"], "isLearner": true}, "members": []}))
+            }),
+        )
+        .route(
+            "/v3/cluster/member/remove",
+            axum::routing::post(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    axum::Json(json!({"error": "etcdserver: member not found", "code": 5, "message": "etcdserver: member not found"})),
+                )
+            }),
+        );
+    let c = client(vec![serve(router).await], None);
+    let list = c.member_list().await.unwrap();
+    assert_eq!(
+        list,
+        [
+            ClusterMember {
+                id: 12,
+                name: "r1".into(),
+                peer_urls: vec!["https://a:1".into()],
+                client_urls: vec!["https://a:2".into()],
+                is_learner: false
+            },
+            ClusterMember {
+                id: 13,
+                name: "r2".into(),
+                peer_urls: vec!["https://b:1".into()],
+                client_urls: vec![],
+                is_learner: true
+            }
+        ]
+    );
+    let (added, _) = c
+        .member_add("r3", &["https://c:1".to_string()], true)
+        .await
+        .unwrap();
+    assert_eq!((added.id, added.is_learner), (14, true));
+    match c.member_remove(99).await {
+        Err(Error::Api(s)) => {
+            assert_eq!(s.code, 404);
+            assert_eq!(s.message, "etcdserver: member not found");
+        }
+        other => panic!("{other:?}"),
+    }
+}

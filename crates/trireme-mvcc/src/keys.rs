@@ -9,6 +9,7 @@
 //! | `e`    | rev BE u64, sub BE u32                | kind byte + user key           |
 //! | `l`    | lease id (order-preserving u64)       | [`LeaseRecord`] (postcard)     |
 //! | `a`    | lease id, user key                    | empty (attachment)             |
+//! | `c`    | cluster record key (opaque)           | opaque (the layer above's)     |
 //!
 //! `esc` is order-preserving and prefix-free: each `0x00` becomes `0x00 0xff` and the
 //! key ends with `0x00 0x01`, so the versions of `a` never interleave with `a\0..`.
@@ -25,6 +26,8 @@ pub(crate) const HIST: u8 = b'h';
 pub(crate) const EVENT: u8 = b'e';
 pub(crate) const LEASE: u8 = b'l';
 pub(crate) const ATTACH: u8 = b'a';
+/// Cluster records ([`crate::ClusterWrite`]): outside revisions, history and the hash.
+pub(crate) const CLUSTER: u8 = b'c';
 
 pub(crate) const META_FORMAT: &[u8] = b"mformat";
 pub(crate) const META_REVISION: &[u8] = b"mrevision";
@@ -88,6 +91,13 @@ pub(crate) fn decode_u64(what: &'static str, bytes: &[u8]) -> Result<u64, Storag
         .try_into()
         .map_err(|_| StorageError::corrupt(what, format!("{} bytes, want 8", bytes.len())))?;
     Ok(u64::from_be_bytes(arr))
+}
+
+pub(crate) fn cluster_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(CLUSTER);
+    k.extend_from_slice(key);
+    k
 }
 
 pub(crate) fn kv_key(key: &[u8]) -> Vec<u8> {

@@ -12,14 +12,16 @@
 //!
 //! # Layout
 //! - `types`: the data model: [`Command`], [`CommandResult`], requests and responses,
-//!   [`KeyValue`], [`Event`], [`ApplyEntry`], [`AppliedState`], [`prefix_end`].
+//!   [`KeyValue`], [`Event`], [`ApplyEntry`], [`AppliedState`], [`ClusterWrite`],
+//!   [`prefix_end`].
 //! - `error`: [`StorageError`] (fatal), [`CommandError`] (expected, deterministic),
 //!   [`ReadError`], [`SnapshotError`].
 //! - `keys`: the on-disk layout of the one sled tree (record prefixes, key encoding).
 //! - `view`: the tree seen through the pending writes of the apply group being built.
 //! - `read`: ranges, history reads, events, leases over a view.
 //! - `apply`: executes commands into one atomic batch; `txn`: compares and txn ops.
-//! - `store`: [`Store`], the shared handle: open, apply, reads, hash, sync.
+//! - `store`: [`Store`], the shared handle: open, apply, reads, cluster records,
+//!   hash, sync.
 //! - `snapshot`: [`Store::write_snapshot`] and [`Store::restore`].
 //!
 //! # Invariants
@@ -44,10 +46,10 @@ mod view;
 mod tests;
 
 pub use error::{CommandError, ReadError, SnapshotError, StorageError, MAX_TXN_OPS};
-pub use store::Store;
+pub use store::{ClusterRecord, Store};
 pub use types::{
-    prefix_end, AppliedState, ApplyEntry, ApplyResult, Command, CommandResult, Compare,
-    CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind,
-    KeyValue, LeaseInfo, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
-    ResponseOp, SnapshotInfo, TxnRequest, TxnResponse,
+    prefix_end, AppliedState, ApplyEntry, ApplyResult, ClusterWrite, Command, CommandResult,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event,
+    EventKind, KeyValue, LeaseInfo, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseOp, SnapshotInfo, TxnRequest, TxnResponse,
 };

@@ -7,6 +7,10 @@
 //! { 0x01, key_len u32, key, value_len u32, value }*   every record of the tree, in key order
 //! 0x00, record_count u64, crc32 u32                     crc of every byte before it
 //! ```
+//!
+//! The cluster records (`c` prefix, the member table) are records of the tree like
+//! any other, so they travel in the image. Images written before cluster records
+//! existed simply have none; the format did not change.
 
 use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 use std::path::Path;

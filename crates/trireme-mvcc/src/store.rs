@@ -14,6 +14,9 @@ use crate::types::{
 };
 use crate::view::View;
 
+/// One cluster record: its key (without the store's prefix) and value.
+pub type ClusterRecord = (Vec<u8>, Vec<u8>);
+
 /// Name of the one sled tree holding every record.
 pub(crate) const TREE: &str = "trireme-mvcc";
 
@@ -139,6 +142,9 @@ impl Store {
                     revision: applier.revision,
                 }),
             });
+            for w in &entry.cluster {
+                applier.set(keys::cluster_key(&w.key), w.value.clone());
+            }
             applied.index = entry.index;
             applied.term = entry.term;
             if let Some(cs) = &entry.conf_state {
@@ -209,15 +215,31 @@ impl Store {
         read::leases(View::new(&self.tree, None))
     }
 
+    /// Every cluster record (key without the store's prefix, value), in key order,
+    /// with the applied state they belong to: both read under one lock, so they come
+    /// from the same apply group.
+    pub fn cluster_records(&self) -> Result<(AppliedState, Vec<ClusterRecord>), StorageError> {
+        let state = self.read_state();
+        let (lo, hi) = keys::prefix_range(&[keys::CLUSTER]);
+        let mut records = Vec::new();
+        for item in self.tree.range((std::ops::Bound::Included(lo), hi)) {
+            let (k, v) = item?;
+            let key = k.get(1..).unwrap_or_default().to_vec();
+            records.push((key, v.to_vec()));
+        }
+        Ok((state.applied.clone(), records))
+    }
+
     /// crc32 of all MVCC data (every kept version, events, leases, revision, compact
-    /// revision), but not the applied index, term or conf state: replicas that applied
-    /// the same entries, or restored the same snapshot, have the same hash.
+    /// revision), but not the applied index, term or conf state, nor the cluster
+    /// records: replicas that applied the same entries, or restored the same snapshot,
+    /// have the same hash.
     pub fn hash(&self) -> Result<u32, StorageError> {
         let _state = self.read_state();
         let mut h = crc32fast::Hasher::new();
         for item in self.tree.iter() {
             let (k, v) = item?;
-            if k.as_ref() == keys::META_APPLIED {
+            if k.as_ref() == keys::META_APPLIED || k.first() == Some(&keys::CLUSTER) {
                 continue;
             }
             h.update(&(k.len() as u64).to_be_bytes());

@@ -18,6 +18,20 @@ pub struct ApplyEntry {
     pub command: Option<Command>,
     /// A new opaque conf state from the Raft layer, replacing the stored one.
     pub conf_state: Option<Vec<u8>>,
+    /// Cluster records this entry writes (the member table of the layer above),
+    /// in the same atomic batch as everything else the entry does.
+    pub cluster: Vec<ClusterWrite>,
+}
+
+/// A write of one cluster record: metadata the layer above replicates through the
+/// store (the member table) outside the user key space. Cluster records have no
+/// revision, no history and no events; range requests never see them, the state
+/// hash leaves them out, and snapshots carry them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterWrite {
+    pub key: Vec<u8>,
+    /// `None` deletes the record.
+    pub value: Option<Vec<u8>>,
 }
 
 /// What the last applied entry was; written atomically with the state it produced.

@@ -3,7 +3,7 @@
 //! Everything that makes Raft work arrives on two channels (`Request`s from handles,
 //! `Event`s from the transport) and is handled in [`Driver::run`]'s loop: wait for the
 //! first event or the next tick, drain everything queued (so many proposals share
-//! one Ready, one sled batch and one fsync), tick, issue batched ReadIndex requests,
+//! one Ready, one log write and one fsync), tick, issue batched ReadIndex requests,
 //! process the Ready, then build snapshots and compact the log when due.
 //!
 //! It is an OS thread, not a tokio task, because the fsync in every Ready blocks.
@@ -43,6 +43,9 @@ pub const INITIAL_TERM: u64 = 5;
 /// Most queued requests and events handled before the next Ready.
 const MAX_DRAIN: usize = 8192;
 
+mod membership;
+use membership::{in_conf, removed_from, Refusal, PROBE_CONTEXT};
+
 /// A fail-stop condition: the loop ends and the node reports it in its status.
 struct Fatal(String);
 
@@ -77,6 +80,8 @@ struct InFlightRead {
 enum Owed {
     Proposal(Vec<u8>),
     ConfChange(Vec<u8>, Result<ConfState, ProposeError>),
+    /// A leader's refusal of the change proposed with this context.
+    Refused(Vec<u8>, Refusal),
 }
 
 pub(crate) fn start<SM, T>(
@@ -135,6 +140,13 @@ where
         ))
         .into());
     }
+    let removed = removed_from(&conf_state, config.id);
+    if removed {
+        tracing::warn!(
+            node = config.id,
+            "this node's state says it was removed from the cluster"
+        );
+    }
     log.set_conf_state(conf_state);
 
     let raft_config = raft::Config {
@@ -154,15 +166,17 @@ where
 
     let (req_tx, req_rx) = crossbeam_channel::bounded(config.max_pending_requests);
     let (ev_tx, ev_rx) = crossbeam_channel::bounded(config.max_pending_requests);
+    let (status_tx, status_rx) = watch::channel(NodeStatus {
+        id: config.id,
+        removed,
+        ..Default::default()
+    });
     let mailbox = Mailbox {
         tx: ev_tx,
         id: config.id,
         snap_dir: config.snap_dir(),
+        status: status_rx.clone(),
     };
-    let (status_tx, status_rx) = watch::channel(NodeStatus {
-        id: config.id,
-        ..Default::default()
-    });
     let handle = Arc::new(NodeHandle {
         id: config.id,
         tx: req_tx,
@@ -193,6 +207,10 @@ where
         ticks: 0,
         read_seq: 0,
         leave_joint: false,
+        removed,
+        last_hand_over: None,
+        last_leader_contact: 0,
+        last_probe: 0,
         config,
     };
     driver.term = driver.raw.raft.term;
@@ -248,6 +266,14 @@ struct Driver<SM: StateMachine, T> {
     read_seq: u64,
     /// A joint configuration was applied: leave it once this Ready is advanced.
     leave_joint: bool,
+    /// This node was removed from the cluster (published in `NodeStatus::removed`).
+    removed: bool,
+    /// Tick of the last leadership transfer a removed leader started.
+    last_hand_over: Option<u64>,
+    /// Tick of the last message from the leader (or of being leader).
+    last_leader_contact: u64,
+    /// Tick of the last probe sent (see [`PROBE_CONTEXT`]).
+    last_probe: u64,
 }
 
 impl<SM: StateMachine, T: Transport> Driver<SM, T> {
@@ -268,7 +294,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         self.fail_everything_stopped();
         self.publish_status(failure);
         self.status.send_modify(|s| s.stopped = true);
-        // Release the sled databases before telling the caller we are gone.
+        // Release the log and the state machine before telling the caller we are gone.
         let Driver { raw, sm, .. } = self;
         drop(raw);
         drop(sm);
@@ -329,6 +355,8 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                     next_tick = now + tick;
                 }
                 self.on_tick(now);
+                self.maybe_probe();
+                self.maybe_hand_over();
             }
             self.issue_reads();
             self.on_ready()?;
@@ -359,10 +387,15 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 reply,
             } => {
                 // raft-rs silently turns a second pending change into an empty entry:
-                // refuse it here instead of letting the caller wait for nothing.
-                if self.raw.raft.state == StateRole::Leader && self.raw.raft.has_pending_conf() {
-                    let _ = reply.send(Err(ProposeError::Dropped));
-                    return None;
+                // refuse it here instead of letting the caller wait for nothing. A
+                // follower forwards the change; the leader screens it on arrival
+                // (`screen_forwarded_conf_changes`).
+                if self.raw.raft.state == StateRole::Leader {
+                    if let Err(refusal) = self.check_conf_change(&cc) {
+                        self.on_refusal(refusal);
+                        let _ = reply.send(Err(refusal.error()));
+                        return None;
+                    }
                 }
                 match self.raw.propose_conf_change(ctx.clone(), cc) {
                     Ok(()) => {
@@ -392,7 +425,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
 
     fn on_event(&mut self, event: Event) -> Result<(), Fatal> {
         match event {
-            Event::Message(m) => {
+            Event::Message(mut m) => {
                 if m.to != self.id {
                     tracing::warn!(
                         node = self.id,
@@ -401,8 +434,25 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                     );
                     return Ok(());
                 }
+                if m.get_msg_type() == MessageType::MsgHeartbeatResponse
+                    && m.context.as_ref() == PROBE_CONTEXT
+                {
+                    return Ok(());
+                }
+                if m.get_msg_type() == MessageType::MsgPropose
+                    && self.raw.raft.state == StateRole::Leader
+                {
+                    self.screen_forwarded_conf_changes(&mut m);
+                    if m.entries.is_empty() {
+                        return Ok(());
+                    }
+                }
+                let from = m.from;
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(node = self.id, "step: {e}");
+                }
+                if from != raft::INVALID_ID && from == self.raw.raft.leader_id {
+                    self.last_leader_contact = self.ticks;
                 }
             }
             Event::Snapshot { msg, path } => {
@@ -425,6 +475,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 self.raw.report_snapshot(to, status);
             }
             Event::Fatal(reason) => return Err(Fatal(reason)),
+            Event::NotMember { from, applied } => self.on_not_member(from, applied),
         }
         Ok(())
     }
@@ -541,7 +592,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
         // 3. Committed entries: these are already durable in the local log.
         self.apply(rd.take_committed_entries())?;
-        // 4. New entries and hard state in ONE sled batch, dropping any conflicting
+        // 4. New entries and hard state in ONE log write, dropping any conflicting
         //    suffix; fsynced iff raft-rs says so (new entries, term or vote).
         self.raw
             .mut_store()
@@ -556,6 +607,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.maybe_leave_joint();
+        self.maybe_hand_over();
         self.answer_reads();
         self.check_term();
         Ok(())
@@ -572,7 +624,13 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
                     let data = (!e.data.is_empty()).then(|| e.take_data().to_vec());
-                    owed.push(Owed::Proposal(e.take_context().to_vec()));
+                    let context = e.take_context().to_vec();
+                    match Refusal::parse(&context) {
+                        Some((refusal, ctx)) if data.is_none() => {
+                            owed.push(Owed::Refused(ctx.to_vec(), refusal));
+                        }
+                        _ => owed.push(Owed::Proposal(context)),
+                    }
                     batch.push(ApplyEntry {
                         index: e.index,
                         term: e.term,
@@ -593,17 +651,26 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                             e.index
                         ))
                     })?;
+                    let was_member = in_conf(&self.raw.raft.prs().conf().to_conf_state(), self.id);
                     let (result, conf_state) = match self.raw.apply_conf_change(&cc) {
                         Ok(cs) => {
                             if !cs.voters_outgoing.is_empty() {
                                 leave_joint = true;
                             }
-                            if !cs.voters.contains(&self.id) && !cs.learners.contains(&self.id) {
+                            if was_member && !in_conf(&cs, self.id) && !self.removed {
                                 tracing::warn!(
                                     node = self.id,
+                                    index = e.index,
                                     "this node was removed from the cluster"
                                 );
+                                self.removed = true;
+                                // raft-rs keeps a removed leader leading but drops
+                                // every proposal it gets: see `maybe_hand_over`.
                             }
+                            // A snapshot built before this change does not have it: a
+                            // node added by it must get a newer one (raft-rs refuses a
+                            // snapshot whose configuration lacks the receiver).
+                            self.raw.store().clear_available_snapshot();
                             let bytes = encode_conf_state(&cs);
                             (Ok(cs), Some(bytes))
                         }
@@ -635,6 +702,11 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 Owed::ConfChange(ctx, result) => {
                     if let Some(p) = self.conf_changes.remove(&ctx) {
                         let _ = p.reply.send(result);
+                    }
+                }
+                Owed::Refused(ctx, refusal) => {
+                    if let Some(p) = self.conf_changes.remove(&ctx) {
+                        let _ = p.reply.send(Err(refusal.error()));
                     }
                 }
             }
@@ -863,6 +935,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             learners,
             progress,
             failed: failure,
+            removed: self.removed,
             stopped: false,
         };
         self.status.send_if_modified(|s| {

@@ -29,6 +29,14 @@ pub enum ProposeError {
     Uncertain(UncertainReason),
     #[error("invalid membership change: {0}")]
     InvalidConfChange(String),
+    /// The leader refused a membership change because another one is not applied
+    /// yet (Raft allows one at a time). Nothing was committed; retry shortly.
+    #[error("a membership change is already in progress; retry")]
+    ConfChangePending,
+    /// The leader refused to promote a learner that is not caught up with its log:
+    /// a lagging voter could cost the cluster its quorum. Retry once it caught up.
+    #[error("can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
     #[error("the raft node has stopped")]
     Stopped,
 }

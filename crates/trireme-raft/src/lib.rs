@@ -1,20 +1,23 @@
 //! # trireme-raft: the consensus node
 //!
-//! Wraps raft-rs's `RawNode` into a node that persists its log durably in sled, batches
+//! Wraps raft-rs's `RawNode` into a node that persists its log durably in a write-ahead file, batches
 //! proposals (one fsync per Ready), matches results to callers by request id, serves
 //! linearizable reads through ReadIndex, changes membership with ConfChangeV2, and
 //! compacts its log behind snapshots that travel as files.
 //!
 //! ## Layout
+//! - `member`: [`member_id`], the Raft id of a replica name.
 //! - `node`: [`NodeConfig`], [`NodeHandle`] (propose, read_index, membership, status),
 //!   [`Mailbox`] (where the transport delivers inbound traffic).
 //! - `driver`: the one thread that owns the `RawNode`; the Ready loop.
-//! - `log_store`: [`LogStore`], raft-rs's `Storage` on sled.
+//!   `driver::membership`: the membership rules it adds to raft-rs (one change at a
+//!   time, no self-removal of a leader, promotion only in sync, removal detection).
+//! - `log_store`: [`LogStore`], raft-rs's `Storage`: a write-ahead file plus the entries in memory.
 //! - `state_machine`: the [`StateMachine`] trait the node applies entries to.
 //! - `transport`: the [`Transport`] trait the node sends through.
 //! - `memory`: an in-memory [`memory::MemoryNetwork`] that can drop, delay and
 //!   partition, for in-process cluster tests.
-//! - `durable`: fsync that sled 0.34 does not do by itself.
+//! - `durable`: atomic file replace, directory fsync.
 //! - `testing`: [`testing::RecordingSm`] and [`testing::wait_for`] for in-process tests.
 //!
 //! ## Boundaries
@@ -32,6 +35,7 @@ pub mod durable;
 mod error;
 mod log_store;
 mod logger;
+mod member;
 pub mod memory;
 mod node;
 mod state_machine;
@@ -43,6 +47,7 @@ pub use driver::{
 };
 pub use error::{ProposeError, ReadError, StartError, StorageError, UncertainReason};
 pub use log_store::LogStore;
+pub use member::member_id;
 pub use node::{Bootstrap, Mailbox, NodeConfig, NodeHandle, NodeStatus, Role};
 pub use state_machine::{
     decode_conf_state, encode_conf_state, AppliedState, ApplyEntry, StateMachine,

@@ -1,6 +1,8 @@
 //! An in-memory network for in-process cluster tests: every node's transport delivers
 //! straight into the other nodes' mailboxes, and the test can cut links (isolate a
-//! node, split the cluster), drop a share of messages, or delay them.
+//! node, split the cluster), drop a share of messages, or delay them. Like the peer
+//! transport, a receiver that does not count the sender as a member tells it so
+//! (`Mailbox::non_member` / `Mailbox::not_a_member`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -134,7 +136,15 @@ pub struct MemoryTransport {
 impl Transport for MemoryTransport {
     fn send(&self, msgs: Vec<Message>, feedback: &Mailbox) {
         for m in msgs {
-            match self.net.route(self.from, m.to) {
+            let route = self.net.route(self.from, m.to);
+            if let Route::To(mailbox, _) = &route {
+                // What the peer transport does: a member answers a non-member's
+                // traffic with "you are not a member", with its applied index.
+                if let Some(applied) = mailbox.non_member(m.from) {
+                    feedback.not_a_member(m.to, applied);
+                }
+            }
+            match route {
                 Route::To(mailbox, None) => mailbox.step(m),
                 Route::To(mailbox, Some(delay)) => {
                     std::thread::spawn(move || {

@@ -142,6 +142,11 @@ pub struct NodeStatus {
     pub progress: Vec<(u64, u64)>,
     /// Set when the node stopped on a fail-stop error.
     pub failed: Option<String>,
+    /// This node was a member and is not any more: it applied a membership change
+    /// that removed it, its state says so at start, or a member told it that it is
+    /// not in the cluster (see [`Mailbox::not_a_member`]). The node keeps running;
+    /// its owner should stop it.
+    pub removed: bool,
     /// True once the loop has exited.
     pub stopped: bool,
 }
@@ -185,6 +190,12 @@ pub(crate) enum Event {
     /// The transport met a fail-stop error on this node's behalf (an fsync of a
     /// received snapshot failed): the node stops.
     Fatal(String),
+    /// Member `from` answered this node's traffic with "you are not a member": its
+    /// configuration as of its applied index `applied` does not list this node.
+    NotMember {
+        from: u64,
+        applied: u64,
+    },
 }
 
 /// What the transport's receiving side delivers to. Cloneable, cheap, never blocks:
@@ -194,6 +205,8 @@ pub struct Mailbox {
     pub(crate) tx: Sender<Event>,
     pub(crate) id: u64,
     pub(crate) snap_dir: PathBuf,
+    /// The node's published status: which members it knows, for [`Mailbox::non_member`].
+    pub(crate) status: watch::Receiver<NodeStatus>,
 }
 
 impl Mailbox {
@@ -240,6 +253,26 @@ impl Mailbox {
         }
     }
 
+    /// Whether `from` is not a member of the cluster as this node knows it: `Some` of
+    /// this node's applied index when this node is a member itself, its configuration
+    /// does not list `from`, and it runs. A transport answers such a sender with that
+    /// index, so that a replica that missed its own removal learns of it.
+    pub fn non_member(&self, from: u64) -> Option<u64> {
+        let s = self.status.borrow();
+        let member = |id: u64| {
+            s.voters.contains(&id) || s.voters_outgoing.contains(&id) || s.learners.contains(&id)
+        };
+        (!s.stopped && !s.removed && member(self.id) && !member(from)).then_some(s.applied)
+    }
+
+    /// Member `from`, which had applied up to `applied`, says this node is not in the
+    /// cluster. The node believes it only if it is a member in its own configuration
+    /// and has applied less than `from` had: a replica added again after a removal
+    /// has applied its re-addition, which comes after anything that removed it.
+    pub fn not_a_member(&self, from: u64, applied: u64) {
+        let _ = self.tx.try_send(Event::NotMember { from, applied });
+    }
+
     /// The peer could not be reached.
     pub fn unreachable(&self, to: u64) {
         let _ = self.tx.try_send(Event::Unreachable(to));
@@ -280,6 +313,11 @@ impl<O: Send + 'static> NodeHandle<O> {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The default deadline of a proposal or read (`NodeConfig::request_timeout`).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// The mailbox a transport delivers this node's inbound traffic to.
@@ -343,6 +381,12 @@ impl<O: Send + 'static> NodeHandle<O> {
     }
 
     /// Applies one membership change through Raft and waits until it is applied here.
+    /// The leader refuses a change while another is pending
+    /// ([`ProposeError::ConfChangePending`]), the promotion of a learner that is not
+    /// in sync with its log ([`ProposeError::LearnerNotReady`]), and its own removal
+    /// or demotion: then it hands leadership to the most caught-up voter and answers
+    /// [`ProposeError::Dropped`] (retry: the new leader takes the change). Also when
+    /// the change comes through a follower.
     pub async fn change_membership(
         &self,
         changes: Vec<(ConfChangeType, u64)>,
@@ -375,7 +419,8 @@ impl<O: Send + 'static> NodeHandle<O> {
             .await
     }
 
-    /// Makes `node` (usually a caught-up learner) a voter.
+    /// Makes `node` (usually a caught-up learner) a voter; refused with
+    /// [`ProposeError::LearnerNotReady`] while that learner lags behind.
     pub async fn promote(&self, node: u64) -> Result<ConfState, ProposeError> {
         self.change_membership(vec![(ConfChangeType::AddNode, node)])
             .await

@@ -1,87 +1,15 @@
-//! In-process clusters of real nodes (real sled logs, real fsyncs) on the in-memory
+//! In-process clusters of real nodes (real log files, real fsyncs) on the in-memory
 //! network, with a state machine that records the entries it applies.
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
+use support::{promote_when_ready, start_node, Cluster};
 use trireme_raft::memory::MemoryNetwork;
-use trireme_raft::testing::{propose_retrying, wait_for, RecordingSm};
-use trireme_raft::{Bootstrap, NodeConfig, NodeHandle, ProposeError, ReadError, Role, FAST_TICK};
-
-struct TestNode {
-    handle: Arc<NodeHandle<u64>>,
-    sm: RecordingSm,
-    _dir: tempfile::TempDir,
-}
-
-struct Cluster {
-    net: Arc<MemoryNetwork>,
-    nodes: Vec<Option<TestNode>>,
-}
-
-fn config(id: u64, dir: &std::path::Path, bootstrap: Bootstrap, threshold: u64) -> NodeConfig {
-    let mut c = NodeConfig::new(id, dir, bootstrap);
-    c.tick = FAST_TICK;
-    c.election_ticks = 10;
-    c.heartbeat_ticks = 2;
-    c.snapshot_threshold = threshold;
-    c.compaction_margin = 0;
-    c.request_timeout = Duration::from_secs(3);
-    c
-}
-
-impl Cluster {
-    fn start(n: u64, threshold: u64) -> Cluster {
-        let net = MemoryNetwork::new();
-        let voters: Vec<u64> = (1..=n).collect();
-        let mut nodes = Vec::new();
-        for id in 1..=n {
-            nodes.push(Some(start_node(
-                &net,
-                id,
-                Bootstrap::Initial(voters.clone()),
-                threshold,
-            )));
-        }
-        Cluster { net, nodes }
-    }
-
-    fn node(&self, id: u64) -> &TestNode {
-        self.nodes[(id - 1) as usize].as_ref().unwrap()
-    }
-
-    async fn leader(&self, among: &[u64]) -> u64 {
-        wait_for(Duration::from_secs(10), || {
-            among.iter().copied().find(|id| {
-                let s = self.node(*id).handle.status();
-                s.role == Role::Leader
-                    && among
-                        .iter()
-                        .all(|o| self.node(*o).handle.status().leader_id == *id)
-            })
-        })
-        .await
-        .expect("a leader is elected")
-    }
-}
-
-fn start_node(net: &Arc<MemoryNetwork>, id: u64, bootstrap: Bootstrap, threshold: u64) -> TestNode {
-    let dir = tempfile::tempdir().unwrap();
-    let sm = RecordingSm::default();
-    let handle = NodeHandle::start(
-        config(id, dir.path(), bootstrap, threshold),
-        sm.clone(),
-        net.transport(id),
-    )
-    .unwrap();
-    net.register(handle.mailbox());
-    TestNode {
-        handle,
-        sm,
-        _dir: dir,
-    }
-}
+use trireme_raft::testing::{propose_retrying, wait_for};
+use trireme_raft::{Bootstrap, ProposeError, ReadError, Role};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_one_leader_and_apply_the_same_entries_in_order() {
@@ -224,7 +152,7 @@ async fn membership_add_learner_promote_and_remove() {
         joined.is_some(),
         "the learner catches up (snapshot, then log)"
     );
-    let cs = c.node(leader).handle.promote(4).await.unwrap();
+    let cs = promote_when_ready(&c.node(leader).handle, 4).await;
     assert!(cs.voters.contains(&4));
     let victim = (1..=3).find(|i| *i != leader).unwrap();
     let cs = c.node(leader).handle.remove(victim).await.unwrap();
@@ -306,15 +234,28 @@ async fn a_joint_membership_change_enters_and_leaves_joint_consensus() {
     .await;
     // Promote 4 and remove a follower in one change: two voter changes need joint consensus.
     let victim = (1..=3).find(|i| *i != leader).unwrap();
-    let cs = c
-        .node(leader)
-        .handle
-        .change_membership(vec![
-            (trireme_raft::eraftpb::ConfChangeType::AddNode, 4),
-            (trireme_raft::eraftpb::ConfChangeType::RemoveNode, victim),
-        ])
-        .await
-        .unwrap();
+    let mut changed = None;
+    for _ in 0..200 {
+        let r = c
+            .node(leader)
+            .handle
+            .change_membership(vec![
+                (trireme_raft::eraftpb::ConfChangeType::AddNode, 4),
+                (trireme_raft::eraftpb::ConfChangeType::RemoveNode, victim),
+            ])
+            .await;
+        match r {
+            // The leader may not have heard the learner's last acknowledgement yet.
+            Err(ProposeError::LearnerNotReady) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            r => {
+                changed = Some(r.unwrap());
+                break;
+            }
+        }
+    }
+    let cs = changed.expect("the learner gets in sync");
     assert!(
         !cs.voters_outgoing.is_empty(),
         "the change went through a joint configuration: {cs:?}"

@@ -5,6 +5,8 @@
 use trireme_mvcc::CommandError;
 use trireme_raft::{ProposeError, ReadError};
 
+use crate::member::MemberError;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -17,6 +19,9 @@ pub enum StoreError {
     /// The command was applied and refused, identically on every replica.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// A membership request that cannot be done (unknown member, name taken...).
+    #[error(transparent)]
+    Member(#[from] MemberError),
     #[error("revision has been compacted (compact revision {compact_revision})")]
     Compacted { compact_revision: u64 },
     #[error("revision is in the future (current revision {current})")]

@@ -11,6 +11,11 @@
 //! - `machine`: [`MvccMachine`], the `StateMachine` implementation and its
 //!   crash-safe swap of the whole store when a snapshot is installed.
 //! - `proposal`: what a Raft entry carries ([`Proposal`]) and what applying it gives.
+//! - `member`: the replicated member table ([`Member`], [`MemberAttrs`],
+//!   [`MemberError`]): names and URLs of the members, in the MVCC store's cluster
+//!   records.
+//! - `membership`: the member operations of [`KvStore`] (list, add, remove, promote,
+//!   publish).
 //! - `watch`: [`Watcher`].
 //! - `lessor`: lease deadlines.
 //! - `error`: [`StoreError`].
@@ -21,12 +26,15 @@
 mod error;
 mod lessor;
 mod machine;
+mod member;
+mod membership;
 mod proposal;
 mod store;
 mod watch;
 
 pub use error::StoreError;
 pub use machine::{MachineError, MvccMachine};
+pub use member::{check_name, check_peer_url, Member, MemberAttrs, MemberError};
 pub use proposal::{Applied, ApplyFailure, ApplyOutput, Proposal};
 pub use store::{Consistency, KvStore, StoreConfig};
 pub use watch::Watcher;

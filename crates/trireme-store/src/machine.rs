@@ -11,11 +11,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use tokio::sync::watch;
-use trireme_mvcc::{Command, CommandError, CommandResult, Store};
+use trireme_mvcc::{ClusterWrite, Command, CommandError, CommandResult, Store};
 use trireme_raft::durable::write_file_atomic;
-use trireme_raft::{AppliedState, ApplyEntry, StateMachine};
+use trireme_raft::eraftpb::ConfState;
+use trireme_raft::{decode_conf_state, AppliedState, ApplyEntry, StateMachine};
 
 use crate::lessor::Lessor;
+use crate::member::{self, conf_ids, encode_attrs, member_key, Member, MemberAttrs};
 use crate::proposal::{Applied, ApplyFailure, ApplyOutput, Proposal};
 
 /// The live MVCC store, swapped whole when a snapshot is installed. Readers clone
@@ -26,6 +28,19 @@ pub fn current(shared: &SharedStore) -> Arc<Store> {
     shared.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// The members of `store`'s applied configuration, with their attributes (one
+/// consistent read).
+pub(crate) fn members_of(store: &Store) -> Result<Vec<Member>, MachineError> {
+    let (applied, records) = store.cluster_records()?;
+    let cs = decode_conf(&applied.conf_state)?;
+    let table = member::decode_table(&records).map_err(MachineError::Corrupt)?;
+    Ok(member::list(&cs, &table))
+}
+
+fn decode_conf(bytes: &[u8]) -> Result<ConfState, MachineError> {
+    decode_conf_state(bytes).map_err(|e| MachineError::Corrupt(format!("conf state: {e}")))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
     #[error("mvcc storage: {0}")]
@@ -34,6 +49,8 @@ pub enum MachineError {
     Snapshot(#[from] trireme_mvcc::SnapshotError),
     #[error("state directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("corrupt state: {0}")]
+    Corrupt(String),
 }
 
 pub struct MvccMachine {
@@ -44,6 +61,8 @@ pub struct MvccMachine {
     store: SharedStore,
     /// The store revision after each apply; watchers wait on it.
     revision: watch::Sender<u64>,
+    /// The member list after each apply that changed it.
+    members: watch::Sender<Vec<Member>>,
     lessor: Arc<Lessor>,
 }
 
@@ -77,11 +96,13 @@ impl MvccMachine {
         }
         let store = Store::open(&sm_dir(root, generation))?;
         let (revision, _) = watch::channel(store.revision());
+        let (members, _) = watch::channel(members_of(&store)?);
         let machine = MvccMachine {
             root: root.to_path_buf(),
             generation,
             store: Arc::new(RwLock::new(Arc::new(store))),
             revision,
+            members,
             lessor,
         };
         machine.reset_lessor()?;
@@ -94,6 +115,21 @@ impl MvccMachine {
 
     pub fn revision_watch(&self) -> watch::Receiver<u64> {
         self.revision.subscribe()
+    }
+
+    /// The member list, republished whenever an apply or a restore changes it.
+    pub fn member_watch(&self) -> watch::Receiver<Vec<Member>> {
+        self.members.subscribe()
+    }
+
+    fn publish_members(&self, store: &Store) -> Result<(), MachineError> {
+        let list = members_of(store)?;
+        self.members.send_if_modified(|m| {
+            let changed = *m != list;
+            *m = list;
+            changed
+        });
+        Ok(())
     }
 
     fn reset_lessor(&self) -> Result<(), MachineError> {
@@ -119,7 +155,16 @@ impl MvccMachine {
 enum Decoded {
     Mvcc,
     KeepAlive(i64),
+    Member(u64),
+    NotMember(u64),
     Malformed(String),
+}
+
+fn set_member(id: u64, attrs: &MemberAttrs) -> ClusterWrite {
+    ClusterWrite {
+        key: member_key(id),
+        value: Some(encode_attrs(attrs)),
+    }
 }
 
 impl StateMachine for MvccMachine {
@@ -137,21 +182,72 @@ impl StateMachine for MvccMachine {
 
     fn apply(&mut self, entries: Vec<ApplyEntry>) -> Result<Vec<ApplyOutput>, MachineError> {
         let store = current(&self.store);
+        let applied_index = store.applied().index;
+        // The configuration as of the entry being looked at (membership decides
+        // whether a publish is taken, and a removal deletes the member's record).
+        let mut conf: Option<ConfState> = None;
+        let mut members_changed = false;
         let mut batch = Vec::with_capacity(entries.len());
         let mut decoded = Vec::with_capacity(entries.len());
         for e in entries {
+            // The store skips what it applied already; so does the member logic.
+            let fresh = e.index > applied_index;
+            let mut cluster = Vec::new();
             let (command, d) = match e.data.as_deref().map(Proposal::decode) {
                 None => (None, Decoded::Mvcc),
                 Some(Ok(Proposal::Mvcc(c))) => (Some(c), Decoded::Mvcc),
                 Some(Ok(Proposal::LeaseKeepAlive { id })) => (None, Decoded::KeepAlive(id)),
+                Some(Ok(Proposal::MemberAdd { id, attrs })) => {
+                    cluster.push(set_member(id, &attrs));
+                    (None, Decoded::Member(id))
+                }
+                Some(Ok(Proposal::MemberPublish { id, attrs })) => {
+                    let cs = match conf.take() {
+                        Some(cs) => cs,
+                        None => decode_conf(&store.applied().conf_state)?,
+                    };
+                    let member = conf_ids(&cs).contains(&id);
+                    conf = Some(cs);
+                    if member {
+                        cluster.push(set_member(id, &attrs));
+                        (None, Decoded::Member(id))
+                    } else {
+                        (None, Decoded::NotMember(id))
+                    }
+                }
                 Some(Err(err)) => (None, Decoded::Malformed(err.to_string())),
             };
+            if let (Some(bytes), true) = (&e.conf_state, fresh) {
+                let old = match conf.take() {
+                    Some(cs) => cs,
+                    None => decode_conf(&store.applied().conf_state)?,
+                };
+                let new = decode_conf(bytes)?;
+                let still = conf_ids(&new);
+                for id in conf_ids(&old) {
+                    if !still.contains(&id) {
+                        // A removed member's record goes with it: the same name can
+                        // be added again later, with new URLs.
+                        cluster.push(ClusterWrite {
+                            key: member_key(id),
+                            value: None,
+                        });
+                    }
+                }
+                conf = Some(new);
+                members_changed = true;
+            }
+            if !fresh {
+                cluster.clear();
+            }
+            members_changed |= !cluster.is_empty();
             decoded.push((d, command.clone()));
             batch.push(trireme_mvcc::ApplyEntry {
                 index: e.index,
                 term: e.term,
                 command,
                 conf_state: e.conf_state,
+                cluster,
             });
         }
         let results = store.apply_batch(&batch)?;
@@ -160,6 +256,14 @@ impl StateMachine for MvccMachine {
         for ((d, command), result) in decoded.into_iter().zip(results) {
             let output = match d {
                 Decoded::Malformed(why) => Err(ApplyFailure::Malformed(why)),
+                Decoded::Member(id) => match result {
+                    Err(CommandError::AlreadyApplied) => Err(CommandError::AlreadyApplied.into()),
+                    _ => Ok(Applied::Member { id }),
+                },
+                Decoded::NotMember(id) => match result {
+                    Err(CommandError::AlreadyApplied) => Err(CommandError::AlreadyApplied.into()),
+                    _ => Err(ApplyFailure::NotMember(id)),
+                },
                 Decoded::KeepAlive(id) => match result {
                     Err(CommandError::AlreadyApplied) => Err(CommandError::AlreadyApplied.into()),
                     _ => match store.lease(id)? {
@@ -191,6 +295,9 @@ impl StateMachine for MvccMachine {
             outputs.push(output);
         }
         self.publish_revision(&store);
+        if members_changed {
+            self.publish_members(&store)?;
+        }
         Ok(outputs)
     }
 
@@ -226,6 +333,7 @@ impl StateMachine for MvccMachine {
         }
         self.reset_lessor()?;
         self.publish_revision(&restored);
+        self.publish_members(&restored)?;
         let a = restored.applied();
         Ok(AppliedState {
             index: a.index,
@@ -239,8 +347,8 @@ impl StateMachine for MvccMachine {
 pub(crate) fn expect_mvcc(applied: Applied) -> Result<CommandResult, crate::StoreError> {
     match applied {
         Applied::Mvcc(r) => Ok(r),
-        Applied::LeaseKeepAlive { .. } => Err(crate::StoreError::Malformed(
-            "a keep-alive result for a command".into(),
-        )),
+        Applied::LeaseKeepAlive { .. } | Applied::Member { .. } => Err(
+            crate::StoreError::Malformed("another entry's result for a command".into()),
+        ),
     }
 }

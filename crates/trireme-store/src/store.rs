@@ -1,6 +1,7 @@
 //! [`KvStore`]: the store handle of one replica. Writes become proposals through the
 //! local Raft node and return once applied here; reads are linearizable (ReadIndex)
-//! unless asked to be serializable; watches read the event history.
+//! unless asked to be serializable; watches read the event history. Membership
+//! operations are in `membership`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use trireme_raft::{NodeConfig, NodeHandle, NodeStatus, Role, StartError, Transpo
 
 use crate::lessor::Lessor;
 use crate::machine::{current, expect_mvcc, MvccMachine, SharedStore};
+use crate::member::{Member, MemberError};
 use crate::proposal::{Applied, ApplyFailure, ApplyOutput, Proposal};
 use crate::watch::Watcher;
 use crate::StoreError;
@@ -51,9 +53,11 @@ impl StoreConfig {
 
 /// One replica's replicated key-value store.
 pub struct KvStore {
-    node: Arc<NodeHandle<ApplyOutput>>,
-    store: SharedStore,
+    pub(crate) node: Arc<NodeHandle<ApplyOutput>>,
+    pub(crate) store: SharedStore,
     revision: watch::Receiver<u64>,
+    /// The member list as applied here (see `membership`).
+    pub(crate) members: watch::Receiver<Vec<Member>>,
     lessor: Arc<Lessor>,
     max_request_bytes: usize,
     stop: Arc<Notify>,
@@ -72,11 +76,13 @@ impl KvStore {
             .map_err(|e| StartError::StateMachine(e.to_string()))?;
         let store = machine.shared_store();
         let revision = machine.revision_watch();
+        let members = machine.member_watch();
         let node = NodeHandle::start(config.node, machine, transport)?;
         let this = Arc::new(KvStore {
             node,
             store,
             revision,
+            members,
             lessor,
             max_request_bytes: config.max_request_bytes,
             stop: Arc::new(Notify::new()),
@@ -124,7 +130,7 @@ impl KvStore {
             .map_err(|e| StoreError::Storage(e.to_string()))
     }
 
-    async fn propose(&self, p: Proposal) -> Result<Applied, StoreError> {
+    pub(crate) async fn propose(&self, p: Proposal) -> Result<Applied, StoreError> {
         let data = p.encode();
         if data.len() > self.max_request_bytes {
             return Err(StoreError::TooLarge {
@@ -136,6 +142,7 @@ impl KvStore {
             Ok(applied) => Ok(applied),
             Err(ApplyFailure::Command(e)) => Err(StoreError::Command(e)),
             Err(ApplyFailure::Malformed(e)) => Err(StoreError::Malformed(e)),
+            Err(ApplyFailure::NotMember(id)) => Err(MemberError::NotMember(id).into()),
         }
     }
 
@@ -206,6 +213,9 @@ impl KvStore {
         match self.propose(Proposal::LeaseKeepAlive { id }).await? {
             Applied::LeaseKeepAlive { ttl_seconds, .. } => Ok(ttl_seconds),
             Applied::Mvcc(other) => Err(unexpected(other)),
+            Applied::Member { .. } => Err(StoreError::Malformed(
+                "a member result for a keep-alive".into(),
+            )),
         }
     }
 

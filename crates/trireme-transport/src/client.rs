@@ -383,6 +383,20 @@ struct PeerTask {
 }
 
 impl PeerTask {
+    fn feedback(&self) -> Option<Mailbox> {
+        self.feedback
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The peer says this node is not a member (as of its applied index).
+    fn not_a_member(&self, applied: u64) {
+        if let Some(f) = self.feedback() {
+            f.not_a_member(self.to, applied);
+        }
+    }
+
     fn unreachable(&self) {
         let feedback = self
             .feedback
@@ -450,7 +464,7 @@ async fn stream_to(task: &mut PeerTask, channel: Channel, first: Message) -> Res
         let msg = match pending.take() {
             Some(m) => m,
             None => tokio::select! {
-                r = &mut rpc => return Err(stream_ended(r)),
+                r = &mut rpc => return Err(stream_ended(task, r)),
                 m = task.queue.recv() => match m {
                     Some(m) => m,
                     None => return Ok(()),
@@ -500,7 +514,7 @@ async fn stream_to(task: &mut PeerTask, channel: Channel, first: Message) -> Res
             continue;
         }
         tokio::select! {
-            r = &mut rpc => return Err(stream_ended(r)),
+            r = &mut rpc => return Err(stream_ended(task, r)),
             sent = batches.send(batch) => if sent.is_err() {
                 return Err("stream closed".into());
             },
@@ -508,10 +522,18 @@ async fn stream_to(task: &mut PeerTask, channel: Channel, first: Message) -> Res
     }
 }
 
-fn stream_ended(r: Result<tonic::Response<crate::proto::Ack>, tonic::Status>) -> String {
+fn stream_ended(
+    task: &PeerTask,
+    r: Result<tonic::Response<crate::proto::Ack>, tonic::Status>,
+) -> String {
     match r {
         Ok(_) => "the peer ended the stream".into(),
-        Err(status) => format!("stream failed: {}: {}", status.code(), status.message()),
+        Err(status) => {
+            if let Some(applied) = crate::service::parse_not_a_member(&status) {
+                task.not_a_member(applied);
+            }
+            format!("stream failed: {}: {}", status.code(), status.message())
+        }
     }
 }
 

@@ -2,23 +2,8 @@
 
 use std::net::SocketAddr;
 
-/// The Raft id of the member called `name`: FNV-1a 64 of the name's bytes, masked to
-/// 63 bits, never 0. Stable across versions and platforms; the daemon derives its
-/// Raft ids with it, and the transport checks every message's `from` against the id of
-/// the name in the sender's certificate.
-pub fn member_id(name: &str) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    for b in name.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(PRIME);
-    }
-    match h & (u64::MAX >> 1) {
-        0 => 1,
-        id => id,
-    }
-}
+/// Re-exported from `trireme-raft`, where every layer finds it.
+pub use trireme_raft::member_id;
 
 /// A peer authenticated by the server's accept loop: it presented a certificate of the
 /// cluster CA with both serverAuth and clientAuth usages. Travels to the gRPC handlers
@@ -36,6 +21,11 @@ pub struct PeerIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_ids_are_the_raft_crates() {
+        assert_eq!(member_id("replica-1"), trireme_raft::member_id("replica-1"));
+    }
 
     #[test]
     fn member_ids_are_stable_nonzero_and_63_bit() {

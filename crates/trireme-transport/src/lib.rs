@@ -5,8 +5,9 @@
 //! cluster CA; and the small PKI that makes those certificates.
 //!
 //! ## Layout
-//! - `identity`: [`member_id`], the stable Raft id of a member name (the Subject CN of
-//!   its peer certificate), and [`PeerIdentity`], who is at the other end of a connection.
+//! - `identity`: [`member_id`] (from `trireme-raft`), the stable Raft id of a member
+//!   name (the Subject CN of its peer certificate), and [`PeerIdentity`], who is at the
+//!   other end of a connection.
 //! - `pki`: [`pki::generate_ca`], [`pki::issue_peer`], [`pki::issue_api_server`],
 //!   [`pki::issue_client`], [`pki::load_certs`] / [`pki::load_key`] (rcgen; errors name
 //!   the file).
@@ -17,7 +18,9 @@
 //!   peer check) feeding verified streams to tonic; [`MailboxSlot`], where the node's
 //!   `Mailbox` is plugged in once the node runs.
 //! - `service`: the gRPC handlers; every message's `from` must be the member id of the
-//!   certificate's name and its `to` this node.
+//!   certificate's name and its `to` this node; a sender the node does not count as a
+//!   member is told so (its stream ends with "not a member" and the applied index),
+//!   which the sending side hands to its node (`Mailbox::not_a_member`).
 //! - `client`: [`PeerTransport`], the `trireme_raft::Transport`: one task and one
 //!   long-lived stream per peer, bounded queue, batching, reconnect with backoff.
 //! - `snapshot`: streaming a snapshot file in chunks, and receiving one into a

@@ -1,6 +1,9 @@
 //! The gRPC handlers of the `Peer` service. They run only on connections the accept
 //! loop verified, and trust nothing but the identity it attached: every message must
-//! come `from` the member id of the certificate's name and go `to` this node.
+//! come `from` the member id of the certificate's name and go `to` this node. A
+//! stream from a peer the local node does not count as a member is ended with
+//! "not a member" and the local applied index, which is how a replica that missed its
+//! own removal learns of it.
 
 use protobuf::Message as _;
 use tokio::sync::watch;
@@ -47,8 +50,30 @@ impl PeerService {
             }
             mailbox.step(msg);
         }
+        // A replica that missed its own removal keeps talking to its old peers: tell
+        // it (it checks our applied index against its own before it believes us).
+        if let Some(applied) = mailbox.non_member(peer.id) {
+            tracing::info!(peer = %peer.name, remote = %peer.remote, applied, "telling a replica that is not a member of the cluster");
+            return Err(Status::failed_precondition(not_a_member_message(applied)));
+        }
         Ok(())
     }
+}
+
+/// How the peer server tells a sender it is not a member: the status message of a
+/// `FAILED_PRECONDITION` ending its stream, with the server's applied index.
+const NOT_A_MEMBER: &str = "trireme: not a member of this cluster; applied index ";
+
+pub(crate) fn not_a_member_message(applied: u64) -> String {
+    format!("{NOT_A_MEMBER}{applied}")
+}
+
+/// The applied index in a status from [`not_a_member_message`].
+pub(crate) fn parse_not_a_member(status: &Status) -> Option<u64> {
+    if status.code() != tonic::Code::FailedPrecondition {
+        return None;
+    }
+    status.message().strip_prefix(NOT_A_MEMBER)?.parse().ok()
 }
 
 /// `from` must be the sender's own member id and `to` this node; logs a refusal.

@@ -1,5 +1,6 @@
 //! `trireme ctl`: a small kubectl-style client on `trireme-client`: `get`, `apply -f`,
-//! `delete`, `watch`, and `status` (a table of the replicas behind the endpoints).
+//! `delete`, `watch`, `status` (a table of the replicas behind the endpoints) and
+//! `member` (the cluster's members: list, add, promote, remove; in `ctl/member.rs`).
 //! Every error is one line on stderr; usage errors exit 2, others 1.
 
 use std::io::{Read, Write};
@@ -11,6 +12,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value;
 use trireme_client::{ApiResource, Client, ClientConfig, Kubeconfig, ListParams, WatchParams};
+
+mod member;
 
 #[derive(Args)]
 pub struct CtlArgs {
@@ -76,6 +79,11 @@ enum CtlCmd {
     /// The replicas behind the endpoints: name, address, zone, role, term, applied
     /// index, health.
     Status,
+    /// The cluster's members: list, add, promote, remove.
+    Member {
+        #[command(subcommand)]
+        command: member::MemberCmd,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -228,6 +236,7 @@ async fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
         }
         CtlCmd::Status => status(&client).await,
+        CtlCmd::Member { command } => member::run(&client, command).await,
     }
 }
 

@@ -2,7 +2,8 @@
 //! cluster's certificates, `dev-cluster` runs a local cluster in one command.
 //!
 //! Exit codes: 0 success; 2 bad usage, bad configuration, missing or invalid
-//! certificate, or a data directory of another cluster; 1 any other failure.
+//! certificate, or a data directory of another cluster; 3 (`replica`) the replica was
+//! removed from the cluster; 1 any other failure.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ mod client;
 mod config;
 mod ctl;
 mod dev_cluster;
+mod members;
 mod replica;
 
 #[derive(Parser)]

@@ -7,6 +7,11 @@
 //!
 //! SIGTERM or SIGINT: stop accepting API connections, hand leadership to the most
 //! up-to-date voter if this replica leads, stop the Raft node (which syncs), exit 0.
+//!
+//! Membership: the peer transport follows the replicated member table and this
+//! replica publishes its own name and URLs into it (`members`). A replica that learns
+//! it was removed from the cluster shuts down the same way and exits with code 3 and
+//! one line saying so; its data directory must be wiped before it is added again.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,6 +25,19 @@ use trireme_store::{KvStore, StoreConfig};
 use trireme_transport::{member_id, MailboxSlot, PeerServer, PeerTls, PeerTransport};
 
 use crate::config::{ConfigError, LogFormat, Overrides, RawConfig, ReplicaConfig};
+use crate::members::{publish_self, sync_peers, OwnAttributes};
+
+/// This replica is not a member of the cluster any more: exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this replica ({name}, member id {id:x}) was removed from the cluster; to add it again, wipe its data dir {dir}, run `trireme ctl member add {name} --peer-url {peer_url} --learner`, then start it with `join = true`"
+)]
+pub struct Removed {
+    name: String,
+    id: u64,
+    dir: String,
+    peer_url: String,
+}
 
 /// Certificates and keys, loaded and checked.
 struct Tls {
@@ -140,6 +158,11 @@ pub fn main(config: &Path, overrides: &Overrides) -> ExitCode {
     };
     match rt.block_on(run(cfg, tls)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Removed>().is_some() => {
+            tracing::error!("{e}");
+            eprintln!("trireme replica: {e}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             tracing::error!("replica failed: {e:#}");
             eprintln!("trireme replica: {e:#}");
@@ -216,6 +239,24 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
     .context("start the peer server")?;
     let peer_task = tokio::spawn(peer_server.serve(stopped(stop_rx.clone())));
 
+    // The transport follows the member table (peers added and removed later, moved
+    // URLs); this replica publishes its own attributes into it.
+    tokio::spawn(sync_peers(
+        Arc::clone(&store),
+        Arc::clone(&transport),
+        cfg.initial_cluster.clone(),
+        stop_rx.clone(),
+    ));
+    tokio::spawn(publish_self(
+        Arc::clone(&store),
+        OwnAttributes {
+            name: cfg.name.clone(),
+            peer_url: cfg.peer_advertise.clone(),
+            api_url: cfg.api_advertise.clone(),
+        },
+        stop_rx.clone(),
+    ));
+
     // The system namespaces exist from cluster start: every replica makes sure once a
     // leader is known (create-if-absent, so concurrent attempts are harmless).
     tokio::spawn({
@@ -282,12 +323,28 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut status = store.node().subscribe();
+    let mut removal = store.node().subscribe();
+    let mut removed = None;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = status.wait_for(|s| s.stopped) => {
+        // (The `Ref` a `wait_for` returns holds the status lock: drop it before the
+        // arm runs, or the Raft thread's next status update would wait on this task.)
+        _ = async { status.wait_for(|s| s.stopped).await.map(|_| ()) } => {
             let why = store.status().failed.unwrap_or_else(|| "stopped".into());
             anyhow::bail!("the raft node stopped: {why}");
+        }
+        _ = async { removal.wait_for(|s| s.removed).await.map(|_| ()) } => {
+            tracing::error!("this replica was removed from the cluster: shutting down");
+            // The removal may have come through this replica's own API: let that
+            // answer (and others in flight) go out before the API stops.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            removed = Some(Removed {
+                name: cfg.name.clone(),
+                id,
+                dir: cfg.data_dir.display().to_string(),
+                peer_url: cfg.peer_advertise.clone(),
+            });
         }
     }
     // 1. No new API requests.
@@ -301,7 +358,10 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
     store.shutdown().await;
     let _ = peer_task.await;
     tracing::info!("stopped");
-    Ok(())
+    match removed {
+        Some(r) => Err(r.into()),
+        None => Ok(()),
+    }
 }
 
 /// If this replica leads, transfers leadership to the voter with the longest log and

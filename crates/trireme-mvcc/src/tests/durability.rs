@@ -105,12 +105,14 @@ fn store_is_send_and_sync_and_readers_run_beside_apply() {
                     term: 1,
                     command: Some(put(&format!("k{}a", i), "v")),
                     conf_state: None,
+                    cluster: Vec::new(),
                 },
                 ApplyEntry {
                     index: 3 + 2 * i,
                     term: 1,
                     command: Some(put(&format!("k{}b", i), "v")),
                     conf_state: None,
+                    cluster: Vec::new(),
                 },
             ];
             store.apply_batch(&entries).unwrap();

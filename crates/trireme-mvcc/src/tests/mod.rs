@@ -1,5 +1,6 @@
 //! Store-level tests, one file per area, sharing the [`Fixture`] below.
 
+mod cluster;
 mod compact;
 mod durability;
 mod kv;
@@ -36,6 +37,7 @@ impl Fixture {
             term: 1,
             command,
             conf_state: None,
+            cluster: Vec::new(),
         }
     }
 

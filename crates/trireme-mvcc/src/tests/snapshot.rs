@@ -60,6 +60,7 @@ fn restore_gives_identical_hash_reads_and_applied_state() {
         term: 2,
         command: Some(put("new", "v")),
         conf_state: None,
+        cluster: Vec::new(),
     };
     restored.apply_batch(std::slice::from_ref(&e)).unwrap();
     f.store.apply_batch(&[e]).unwrap();

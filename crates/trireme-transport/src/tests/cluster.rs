@@ -1,5 +1,6 @@
 //! A 3-member cluster whose only network is this crate: election, replication both
-//! ways, and a lagging member caught up by a streamed snapshot.
+//! ways, a lagging member caught up by a streamed snapshot, and a removed member told
+//! that it is not a member any more.
 
 use std::time::Duration;
 
@@ -123,6 +124,39 @@ async fn three_members_elect_replicate_and_a_lagging_one_catches_up_by_snapshot(
     .await;
     assert!(followed.is_some());
 
+    for m in &mut members {
+        m.handle.shutdown().await;
+        m.slot.clear();
+        if let Some(s) = m.server.take() {
+            s.stop().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_missed_its_removal_is_told_over_its_own_stream() {
+    let ca = pki::generate_ca("test cluster CA").unwrap();
+    let mut members = start_cluster(&ca, &["replica-1", "replica-2", "replica-3"], 10_000).await;
+    let all = [0, 1, 2];
+    let l = leader(&members, &all).await;
+    propose_retrying(&members[l].handle, b"x", Duration::from_secs(10)).await;
+    // The victim hears nothing from now on (its server is down), so it cannot apply
+    // its own removal; its own sends still reach the others.
+    let victim = (0..3).find(|i| *i != l).unwrap();
+    members[victim].server.take().unwrap().stop().await;
+    let victim_id = members[victim].id;
+    members[l].handle.remove(victim_id).await.unwrap();
+    assert!(members[victim].handle.status().voters.contains(&victim_id));
+    let told = wait_for(Duration::from_secs(15), || {
+        members[victim].handle.status().removed.then_some(())
+    })
+    .await;
+    assert!(
+        told.is_some(),
+        "the removed member learns it from a member's answer: {:?}",
+        members[victim].handle.status()
+    );
+    assert!(!members[l].handle.status().removed);
     for m in &mut members {
         m.handle.shutdown().await;
         m.slot.clear();

@@ -22,6 +22,8 @@ use crate::certs::{self, CertPlan};
 pub struct Replica {
     pub name: String,
     pub api: String,
+    /// The peer URL the replica listens on (what `member add` is told).
+    pub peer_url: String,
     pub config: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
@@ -185,6 +187,7 @@ impl Cluster {
             certs::write_file(&config, text.as_bytes(), false)?;
             replicas.push(Replica {
                 api: format!("https://{}", apis[i]),
+                peer_url: format!("https://{}", peers[i]),
                 log: dir.join(format!("{name}.log")),
                 name,
                 config,
@@ -492,6 +495,158 @@ impl Cluster {
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs a membership request (`/v3/cluster/member/*`) on any running replica but
+    /// `except`, until one answers 200 or `limit` passes; returns the answer.
+    async fn member_call(
+        &self,
+        path: &str,
+        body: &Value,
+        except: usize,
+        limit: Duration,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + limit;
+        let mut last = String::from("no replica to ask");
+        loop {
+            for i in 0..self.len() {
+                let r = &self.replicas[i];
+                if i == except || r.child.is_none() || r.paused {
+                    continue;
+                }
+                match self.call(i, path, body, Duration::from_secs(5)).await {
+                    Ok((200, v)) => return Ok(v),
+                    Ok((code, v)) => last = format!("HTTP {code}: {v}"),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{path}: no success within {limit:?}; last answer: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Replica `i` as the member list shows it: (ID, is learner), or `None` when it is
+    /// not a member.
+    pub async fn member(&self, i: usize, except: usize) -> anyhow::Result<Option<(String, bool)>> {
+        let v = self
+            .member_call(
+                "/v3/cluster/member/list",
+                &json!({}),
+                except,
+                Duration::from_secs(30),
+            )
+            .await?;
+        let name = &self.replicas[i].name;
+        let found = v["members"].as_array().and_then(|ms| {
+            ms.iter()
+                .find(|m| m["name"].as_str() == Some(name.as_str()))
+        });
+        Ok(found.map(|m| {
+            let id = match &m["ID"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (id, m["isLearner"].as_bool().unwrap_or(false))
+        }))
+    }
+
+    /// Removes replica `i` (already killed) from the cluster, wipes its data directory
+    /// and adds it back as a learner under the same name; it is started with
+    /// `join = true` and catches up from the leader (by snapshot if the log was
+    /// compacted past it). Every step is checked against the member list before it is
+    /// (re)tried, so a request that timed out but took effect is not repeated.
+    pub async fn replace_member(&mut self, i: usize, exe: &Path) -> anyhow::Result<()> {
+        let limit = Duration::from_secs(30);
+        let deadline = Instant::now() + limit;
+        while let Some((id, _)) = self.member(i, i).await? {
+            if Instant::now() > deadline {
+                bail!(
+                    "{} is still a member after {limit:?}",
+                    self.replicas[i].name
+                );
+            }
+            let body = json!({ "ID": id });
+            if let Err(e) = self
+                .member_call(
+                    "/v3/cluster/member/remove",
+                    &body,
+                    i,
+                    Duration::from_secs(5),
+                )
+                .await
+            {
+                tracing::debug!("member remove: {e:#}");
+            }
+        }
+        let data = self.dir.join("data").join(&self.replicas[i].name);
+        match std::fs::remove_dir_all(&data) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("wipe {}", data.display())),
+        }
+        let deadline = Instant::now() + limit;
+        while self.member(i, i).await?.is_none() {
+            if Instant::now() > deadline {
+                bail!(
+                    "{} was not added back within {limit:?}",
+                    self.replicas[i].name
+                );
+            }
+            let body = json!({
+                "name": self.replicas[i].name,
+                "peerURLs": [self.replicas[i].peer_url],
+                "isLearner": true,
+            });
+            if let Err(e) = self
+                .member_call("/v3/cluster/member/add", &body, i, Duration::from_secs(5))
+                .await
+            {
+                tracing::debug!("member add: {e:#}");
+            }
+        }
+        let config = std::fs::read_to_string(&self.replicas[i].config)?;
+        if !config.starts_with("join = true\n") {
+            std::fs::write(&self.replicas[i].config, format!("join = true\n{config}"))?;
+        }
+        self.start(i, exe)
+    }
+
+    /// Promotes replica `i` (a learner) once it has caught up, retrying while the
+    /// leader says it is not in sync yet.
+    pub async fn promote_member(&self, i: usize, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.member(i, i).await? {
+                Some((_, false)) => return Ok(()),
+                Some((id, true)) => {
+                    let body = json!({ "ID": id });
+                    if let Err(e) = self
+                        .member_call(
+                            "/v3/cluster/member/promote",
+                            &body,
+                            i,
+                            Duration::from_secs(2),
+                        )
+                        .await
+                    {
+                        tracing::debug!("member promote: {e:#}");
+                    }
+                }
+                None => bail!(
+                    "{} is not a member: nothing to promote",
+                    self.replicas[i].name
+                ),
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} was not promoted within {limit:?}",
+                    self.replicas[i].name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 

@@ -41,9 +41,9 @@ pub struct ChaosArgs {
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Faults to draw from: kill, kill-leader, pause, pause-leader, partition-leader,
-    /// split, bridge, isolate, delay, drop, blackhole, snapshot, fsync; groups
-    /// partition, netem, all. Each is used once per round (shuffled); every third cycle
-    /// combines two.
+    /// split, bridge, isolate, delay, drop, blackhole, snapshot, fsync, member-replace;
+    /// groups partition, netem, all. Each is used once per round (shuffled); every
+    /// third cycle combines two.
     #[arg(long, default_value = "all", value_parser = parse_nemeses)]
     pub nemesis: NemesisList,
     /// Seed for the choice of faults, victims and operations.
@@ -215,7 +215,9 @@ async fn drive(
             .await
             .ok()
             .flatten();
-        let injected = nemesis::inject_all(c, &faults, leader, &mut rng)?;
+        let injected = nemesis::inject_all(c, &faults, leader, &mut rng, exe)
+            .await
+            .with_context(|| format!("cycle {cycles} ({name}): injecting"))?;
         let hold = faults.iter().map(|n| n.hold()).max().unwrap_or_default();
         let hold_until = Instant::now() + hold;
         while Instant::now() < hold_until {
@@ -246,7 +248,9 @@ async fn drive(
                 );
             }
         }
-        nemesis::heal(c, &injected, exe)?;
+        nemesis::heal(c, &injected, exe)
+            .await
+            .with_context(|| format!("cycle {cycles} ({name}): healing"))?;
         c.wait_settled(Duration::from_secs(60), false)
             .await
             .with_context(|| format!("cycle {cycles} ({name}): after the heal"))?;

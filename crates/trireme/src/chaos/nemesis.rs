@@ -39,10 +39,13 @@ pub enum Nemesis {
     /// The leader's network link is set down (namespaces only): it loses its peers and
     /// its clients at once.
     Isolate,
+    /// A follower is killed, removed from the cluster, wiped, added back as a learner
+    /// and restarted empty (it catches up from the leader); promoted at heal.
+    MemberReplace,
 }
 
 impl Nemesis {
-    pub const ALL: [Nemesis; 13] = [
+    pub const ALL: [Nemesis; 14] = [
         Nemesis::Kill,
         Nemesis::KillLeader,
         Nemesis::Pause,
@@ -56,6 +59,7 @@ impl Nemesis {
         Nemesis::SnapshotCatchUp,
         Nemesis::FsyncFailure,
         Nemesis::Isolate,
+        Nemesis::MemberReplace,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +77,7 @@ impl Nemesis {
             Nemesis::SnapshotCatchUp => "snapshot",
             Nemesis::FsyncFailure => "fsync",
             Nemesis::Isolate => "isolate",
+            Nemesis::MemberReplace => "member-replace",
         }
     }
 
@@ -168,9 +173,13 @@ impl Schedule {
 impl Nemesis {
     /// Whether the fault can be held together with another one. The fsync failure
     /// must be observed alone (its victim has to exit by itself), and the snapshot
-    /// catch-up needs the rest of the cluster to make progress.
+    /// catch-up and the member replacement need the rest of the cluster to make
+    /// progress.
     fn composes(self) -> bool {
-        !matches!(self, Nemesis::FsyncFailure | Nemesis::SnapshotCatchUp)
+        !matches!(
+            self,
+            Nemesis::FsyncFailure | Nemesis::SnapshotCatchUp | Nemesis::MemberReplace
+        )
     }
 }
 
@@ -187,6 +196,8 @@ pub struct Injected {
     pub fsync_failed: Vec<usize>,
     pub paused: Vec<usize>,
     pub network_touched: bool,
+    /// Replicas re-added as learners: promoted at heal.
+    pub replaced: Vec<usize>,
 }
 
 impl Injected {
@@ -195,29 +206,32 @@ impl Injected {
         self.fsync_failed.extend(other.fsync_failed);
         self.paused.extend(other.paused);
         self.network_touched |= other.network_touched;
+        self.replaced.extend(other.replaced);
     }
 }
 
 /// Injects every fault of a cycle; `leader` is the current leader's index if known.
-pub fn inject_all(
+pub async fn inject_all(
     c: &mut Cluster,
     ns: &[Nemesis],
     leader: Option<usize>,
     rng: &mut StdRng,
+    exe: &std::path::Path,
 ) -> anyhow::Result<Injected> {
     let mut done = Injected::default();
     for n in ns {
-        done.merge(inject(c, *n, leader, rng)?);
+        done.merge(inject(c, *n, leader, rng, exe).await?);
     }
     Ok(done)
 }
 
 /// Injects `n`; `leader` is the current leader's index if known.
-pub fn inject(
+pub async fn inject(
     c: &mut Cluster,
     n: Nemesis,
     leader: Option<usize>,
     rng: &mut StdRng,
+    exe: &std::path::Path,
 ) -> anyhow::Result<Injected> {
     let size = c.len();
     let random = |rng: &mut StdRng| rng.gen_range(0..size);
@@ -268,6 +282,13 @@ pub fn inject(
             c.isolate(leader_or_random(rng))?;
             done.network_touched = true;
         }
+        Nemesis::MemberReplace => {
+            let followers: Vec<usize> = (0..size).filter(|i| Some(*i) != leader).collect();
+            let v = followers[rng.gen_range(0..followers.len())];
+            c.kill(v);
+            c.replace_member(v, exe).await?;
+            done.replaced.push(v);
+        }
         Nemesis::Split => {
             let mut ids: Vec<usize> = (0..size).collect();
             for i in (1..ids.len()).rev() {
@@ -306,7 +327,11 @@ pub fn inject(
 }
 
 /// Undoes what `inject` did.
-pub fn heal(c: &mut Cluster, injected: &Injected, exe: &std::path::Path) -> anyhow::Result<()> {
+pub async fn heal(
+    c: &mut Cluster,
+    injected: &Injected,
+    exe: &std::path::Path,
+) -> anyhow::Result<()> {
     if injected.network_touched {
         c.heal_network()?;
     }
@@ -315,6 +340,9 @@ pub fn heal(c: &mut Cluster, injected: &Injected, exe: &std::path::Path) -> anyh
     }
     for k in injected.killed.iter().chain(&injected.fsync_failed) {
         c.start(*k, exe)?;
+    }
+    for r in &injected.replaced {
+        c.promote_member(*r, Duration::from_secs(60)).await?;
     }
     Ok(())
 }

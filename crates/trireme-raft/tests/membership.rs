@@ -1,0 +1,157 @@
+//! Membership changes as an operator makes them: refusals with a reason (one change
+//! at a time, no promotion of a lagging learner) on the leader and through a
+//! follower, and a removed node learning that it was removed, even when it missed
+//! the change.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::{promote_when_ready, start_node, Cluster};
+use trireme_raft::testing::{propose_retrying, wait_for};
+use trireme_raft::{Bootstrap, ProposeError};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promoting_a_learner_that_is_not_in_sync_is_refused_on_the_leader_and_through_a_follower() {
+    let mut c = Cluster::start(3, 10_000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    propose_retrying(&c.node(leader).handle, b"x", Duration::from_secs(10)).await;
+    // Node 4 is added but not started: it never catches up.
+    c.node(leader).handle.add_learner(4).await.unwrap();
+    assert_eq!(
+        c.node(leader).handle.promote(4).await,
+        Err(ProposeError::LearnerNotReady)
+    );
+    assert_eq!(
+        c.node(follower).handle.promote(4).await,
+        Err(ProposeError::LearnerNotReady),
+        "the follower gets the leader's reason, not a timeout"
+    );
+    c.nodes
+        .push(Some(start_node(&c.net, 4, Bootstrap::Join, 10_000)));
+    let expected = c.node(leader).sm.payloads();
+    let caught_up = wait_for(Duration::from_secs(10), || {
+        (c.node(4).sm.payloads() == expected).then_some(())
+    })
+    .await;
+    assert!(caught_up.is_some(), "the learner catches up");
+    let cs = promote_when_ready(&c.node(follower).handle, 4).await;
+    assert!(cs.voters.contains(&4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_change_while_one_is_pending_is_refused_as_pending() {
+    // Slow links (and an election timeout long enough to ride them out) keep the
+    // first change uncommitted for a while.
+    let c = Cluster::start_with(3, 10_000, |n| {
+        n.election_ticks = 300;
+        n.request_timeout = Duration::from_secs(20);
+    });
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    c.net.set_delay(Some(Duration::from_millis(400)));
+    let before = c.node(leader).handle.status().last_index;
+    let first = tokio::spawn({
+        let h = std::sync::Arc::clone(&c.node(leader).handle);
+        async move { h.add_learner(7).await }
+    });
+    let appended = wait_for(Duration::from_secs(10), || {
+        (c.node(leader).handle.status().last_index > before).then_some(())
+    })
+    .await;
+    assert!(appended.is_some(), "the first change is appended");
+    assert_eq!(
+        c.node(leader).handle.add_learner(8).await,
+        Err(ProposeError::ConfChangePending)
+    );
+    assert_eq!(
+        c.node(follower).handle.add_learner(9).await,
+        Err(ProposeError::ConfChangePending),
+        "a change forwarded by a follower is refused with the reason too"
+    );
+    assert!(ProposeError::ConfChangePending.is_retryable());
+    let cs = first.await.unwrap().unwrap();
+    assert!(cs.learners.contains(&7));
+    assert!(!cs.learners.contains(&8) && !cs.learners.contains(&9));
+    c.net.set_delay(None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_that_applies_its_removal_knows_it_was_removed() {
+    let c = Cluster::start(3, 10_000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    let other = (1..=3).find(|i| *i != leader && *i != victim).unwrap();
+    propose_retrying(&c.node(leader).handle, b"x", Duration::from_secs(10)).await;
+    assert!(!c.node(victim).handle.status().removed);
+    c.node(leader).handle.remove(victim).await.unwrap();
+    let removed = wait_for(Duration::from_secs(10), || {
+        c.node(victim).handle.status().removed.then_some(())
+    })
+    .await;
+    assert!(removed.is_some(), "{:?}", c.node(victim).handle.status());
+    assert!(!c.node(leader).handle.status().removed);
+    assert!(!c.node(other).handle.status().removed);
+    propose_retrying(&c.node(leader).handle, b"after", Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_that_missed_its_removal_is_told_by_a_member() {
+    let c = Cluster::start(3, 10_000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    propose_retrying(&c.node(leader).handle, b"x", Duration::from_secs(10)).await;
+    // The victim is cut off while it is removed: it never sees the change.
+    c.net.isolate(victim);
+    c.node(leader).handle.remove(victim).await.unwrap();
+    propose_retrying(&c.node(leader).handle, b"after", Duration::from_secs(10)).await;
+    assert!(!c.node(victim).handle.status().removed);
+    assert!(c.node(victim).handle.status().voters.contains(&victim));
+    c.net.heal();
+    let told = wait_for(Duration::from_secs(10), || {
+        c.node(victim).handle.status().removed.then_some(())
+    })
+    .await;
+    assert!(told.is_some(), "{:?}", c.node(victim).handle.status());
+    // Its old configuration still lists it: it learned from the others.
+    assert!(c.node(victim).handle.status().voters.contains(&victim));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_asked_to_remove_itself_hands_leadership_over_first() {
+    let c = Cluster::start(3, 10_000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    propose_retrying(&c.node(leader).handle, b"x", Duration::from_secs(10)).await;
+    // raft-rs cannot run a leader that applied its own removal (it panics on its
+    // missing progress): the leader refuses, and moves leadership.
+    assert_eq!(
+        c.node(leader).handle.remove(leader).await,
+        Err(ProposeError::Dropped)
+    );
+    let rest: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+    let new_leader = c.leader(&rest).await;
+    assert_ne!(new_leader, leader);
+    // The change, retried (here through a follower), goes to the new leader.
+    let mut removed = None;
+    for _ in 0..100 {
+        match c.node(follower).handle.remove(leader).await {
+            Ok(cs) => {
+                removed = Some(cs);
+                break;
+            }
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("remove the old leader: {e}"),
+        }
+    }
+    assert!(!removed.expect("removed").voters.contains(&leader));
+    let told = wait_for(Duration::from_secs(10), || {
+        c.node(leader).handle.status().removed.then_some(())
+    })
+    .await;
+    assert!(told.is_some(), "{:?}", c.node(leader).handle.status());
+    assert!(!c.node(leader).handle.status().stopped, "no panic, no stop");
+    propose_retrying(&c.node(rest[0]).handle, b"after", Duration::from_secs(10)).await;
+}
