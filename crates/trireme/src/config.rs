@@ -49,6 +49,10 @@ pub struct RawCluster {
     /// Founding members: name = peer URL (`https://host:port`).
     #[serde(default)]
     pub initial: BTreeMap<String, String>,
+    /// Where this replica dials some members, whatever the member table says: name =
+    /// URL (a proxy, a NAT address).
+    #[serde(default)]
+    pub dial: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -208,6 +212,8 @@ pub struct ReplicaConfig {
     pub cluster_token: String,
     /// Founding members, name -> peer URL.
     pub initial_cluster: BTreeMap<String, String>,
+    /// Dial overrides, name -> peer URL: used instead of the member table's URL.
+    pub dial: BTreeMap<String, String>,
     pub peer_listen: SocketAddr,
     pub peer_advertise: String,
     pub api_listen: SocketAddr,
@@ -315,6 +321,10 @@ impl RawConfig {
             check_name(&format!("cluster.initial.{n}"), n)?;
             check_url(&format!("cluster.initial.{n}"), url)?;
         }
+        for (n, url) in &self.cluster.dial {
+            check_name(&format!("cluster.dial.{n}"), n)?;
+            check_url(&format!("cluster.dial.{n}"), url)?;
+        }
         if !self.join && !self.cluster.initial.contains_key(&name) {
             return Err(err(format!(
                 "config: `cluster.initial` does not list this replica {name:?} (set `join = true` to join an existing cluster)"
@@ -374,6 +384,7 @@ impl RawConfig {
             join: self.join,
             cluster_token: self.cluster.token.unwrap_or_else(|| "trireme".into()),
             initial_cluster: self.cluster.initial,
+            dial: self.cluster.dial,
             peer_listen,
             peer_advertise,
             api_listen,

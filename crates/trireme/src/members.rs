@@ -1,8 +1,8 @@
 //! The replica's side of the replicated member table (`trireme_store::Member`):
 //!
 //! - `sync_peers`: keeps the `PeerTransport` in step with the table: every member
-//!   other than this replica is a peer at its first peer URL (the table's, else the
-//!   one in the config's `cluster.initial`); a peer that is no member any more is
+//!   other than this replica is a peer at its first peer URL (the config's
+//!   `cluster.dial` override, else the table's, else the config's `cluster.initial`); a peer that is no member any more is
 //!   dropped after a grace period, so the last messages to it (the commit of its own
 //!   removal) still go out.
 //! - `publish_self`: once a leader is known, publishes this replica's name, peer URL
@@ -24,28 +24,34 @@ const REMOVED_PEER_GRACE: Duration = Duration::from_secs(5);
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// The peers the transport should know: id -> URL, for every member but `me` whose
-/// URL is known (members without one are in the second set). `None` when the member
+/// URL is known (members without one are in the second set). A `dial` entry wins over
+/// the table (the operator routes that member through a proxy or NAT address); the
+/// table wins over `initial` (a member that moved). `None` when the member
 /// list is empty (a joining replica before its first snapshot): then nothing is
 /// known, and nothing should be dropped.
 pub fn desired_peers(
     me: u64,
     members: &[Member],
     initial: &BTreeMap<String, String>,
+    dial: &BTreeMap<String, String>,
 ) -> Option<(BTreeMap<u64, String>, BTreeSet<u64>)> {
     if members.is_empty() {
         return None;
     }
-    let from_config: BTreeMap<u64, &String> = initial
-        .iter()
-        .map(|(name, url)| (member_id(name), url))
-        .collect();
+    let by_id = |m: &BTreeMap<String, String>| -> BTreeMap<u64, String> {
+        m.iter()
+            .map(|(name, url)| (member_id(name), url.clone()))
+            .collect()
+    };
+    let from_config = by_id(initial);
+    let overrides = by_id(dial);
     let mut peers = BTreeMap::new();
     let mut unknown = BTreeSet::new();
     for m in members.iter().filter(|m| m.id != me) {
-        let url = m
-            .peer_urls
-            .first()
-            .or_else(|| from_config.get(&m.id).copied());
+        let url = overrides
+            .get(&m.id)
+            .or_else(|| m.peer_urls.first())
+            .or_else(|| from_config.get(&m.id));
         match url {
             Some(url) => {
                 peers.insert(m.id, url.clone());
@@ -67,6 +73,7 @@ pub async fn sync_peers(
     store: Arc<KvStore>,
     transport: Arc<PeerTransport>,
     initial: BTreeMap<String, String>,
+    dial: BTreeMap<String, String>,
     mut stop: watch::Receiver<bool>,
 ) {
     let me = store.node().id();
@@ -75,7 +82,7 @@ pub async fn sync_peers(
     let mut warned: BTreeSet<u64> = BTreeSet::new();
     loop {
         let list = members.borrow_and_update().clone();
-        if let Some((desired, unknown)) = desired_peers(me, &list, &initial) {
+        if let Some((desired, unknown)) = desired_peers(me, &list, &initial, &dial) {
             for id in unknown.difference(&warned) {
                 tracing::warn!(
                     member = *id,
@@ -212,7 +219,8 @@ mod tests {
             // No URL anywhere.
             member("r5", &[]),
         ];
-        let (peers, unknown) = desired_peers(member_id("r1"), &members, &initial).unwrap();
+        let none = BTreeMap::new();
+        let (peers, unknown) = desired_peers(member_id("r1"), &members, &initial, &none).unwrap();
         assert_eq!(unknown, BTreeSet::from([member_id("r5")]));
         let want: BTreeMap<u64, String> = [
             ("r2", "https://10.0.0.2:7001"),
@@ -223,6 +231,11 @@ mod tests {
         .map(|(n, u)| (member_id(n), u.to_string()))
         .collect();
         assert_eq!(peers, want);
-        assert_eq!(desired_peers(member_id("r1"), &[], &initial), None);
+        assert_eq!(desired_peers(member_id("r1"), &[], &initial, &none), None);
+        // A dial override wins over the table.
+        let dial = BTreeMap::from([("r3".to_string(), "https://proxy:9000".to_string())]);
+        let (peers, _) = desired_peers(member_id("r1"), &members, &initial, &dial).unwrap();
+        assert_eq!(peers[&member_id("r3")], "https://proxy:9000");
+        assert_eq!(peers[&member_id("r4")], "https://10.0.0.4:7001");
     }
 }

@@ -202,6 +202,7 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
     for (name, url) in &cfg.initial_cluster {
         let peer = member_id(name);
         voters.push(peer);
+        let url = cfg.dial.get(name).unwrap_or(url);
         if peer != id {
             transport
                 .set_peer(peer, url)
@@ -245,6 +246,7 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
         Arc::clone(&store),
         Arc::clone(&transport),
         cfg.initial_cluster.clone(),
+        cfg.dial.clone(),
         stop_rx.clone(),
     ));
     tokio::spawn(publish_self(

@@ -173,7 +173,7 @@ impl Cluster {
             let config = dir.join(format!("{name}.toml"));
             let text = format!(
                 "name = \"{name}\"\ndata_dir = \"data/{name}\"\n\
-                 [cluster]\ntoken = \"chaos\"\ninitial = {{ {initial} }}\n\
+                 [cluster]\ntoken = \"chaos\"\ninitial = {{ {initial} }}\ndial = {{ {initial} }}\n\
                  [peer]\nlisten = \"{peer}\"\n\
                  [api]\nlisten = \"{api}\"\n\
                  [tls]\nca = \"pki/ca.crt\"\npeer_cert = \"pki/{name}-peer.crt\"\npeer_key = \"pki/{name}-peer.key\"\n\
