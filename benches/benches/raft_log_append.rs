@@ -1,6 +1,6 @@
 #![allow(clippy::field_reassign_with_default)] // raft-rs protobuf messages are built by assignment.
 //! Raft log append with fsync: entries of 256 bytes appended in batches of 1, 16 and
-//! 128 per `LogStore::append`, each batch made durable (sled flush + fdatasync), as
+//! 128 per `LogStore::append`, each batch made durable (one write + fdatasync), as
 //! the Ready loop does once per Ready. The per-element figure shows what group commit
 //! buys: the fsync is paid once per batch.
 //!

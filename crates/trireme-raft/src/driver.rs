@@ -3,7 +3,7 @@
 //! Everything that makes Raft work arrives on two channels (`Request`s from handles,
 //! `Event`s from the transport) and is handled in [`Driver::run`]'s loop: wait for the
 //! first event or the next tick, drain everything queued (so many proposals share
-//! one Ready, one sled batch and one fsync), tick, issue batched ReadIndex requests,
+//! one Ready, one log write and one fsync), tick, issue batched ReadIndex requests,
 //! process the Ready, then build snapshots and compact the log when due.
 //!
 //! It is an OS thread, not a tokio task, because the fsync in every Ready blocks.
@@ -268,7 +268,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         self.fail_everything_stopped();
         self.publish_status(failure);
         self.status.send_modify(|s| s.stopped = true);
-        // Release the sled databases before telling the caller we are gone.
+        // Release the log and the state machine before telling the caller we are gone.
         let Driver { raw, sm, .. } = self;
         drop(raw);
         drop(sm);
@@ -541,7 +541,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
         // 3. Committed entries: these are already durable in the local log.
         self.apply(rd.take_committed_entries())?;
-        // 4. New entries and hard state in ONE sled batch, dropping any conflicting
+        // 4. New entries and hard state in ONE log write, dropping any conflicting
         //    suffix; fsynced iff raft-rs says so (new entries, term or vote).
         self.raw
             .mut_store()

@@ -1,6 +1,6 @@
 //! # trireme-raft: the consensus node
 //!
-//! Wraps raft-rs's `RawNode` into a node that persists its log durably in sled, batches
+//! Wraps raft-rs's `RawNode` into a node that persists its log durably in a write-ahead file, batches
 //! proposals (one fsync per Ready), matches results to callers by request id, serves
 //! linearizable reads through ReadIndex, changes membership with ConfChangeV2, and
 //! compacts its log behind snapshots that travel as files.
@@ -9,12 +9,12 @@
 //! - `node`: [`NodeConfig`], [`NodeHandle`] (propose, read_index, membership, status),
 //!   [`Mailbox`] (where the transport delivers inbound traffic).
 //! - `driver`: the one thread that owns the `RawNode`; the Ready loop.
-//! - `log_store`: [`LogStore`], raft-rs's `Storage` on sled.
+//! - `log_store`: [`LogStore`], raft-rs's `Storage`: a write-ahead file plus the entries in memory.
 //! - `state_machine`: the [`StateMachine`] trait the node applies entries to.
 //! - `transport`: the [`Transport`] trait the node sends through.
 //! - `memory`: an in-memory [`memory::MemoryNetwork`] that can drop, delay and
 //!   partition, for in-process cluster tests.
-//! - `durable`: fsync that sled 0.34 does not do by itself.
+//! - `durable`: atomic file replace, directory fsync.
 //! - `testing`: [`testing::RecordingSm`] and [`testing::wait_for`] for in-process tests.
 //!
 //! ## Boundaries

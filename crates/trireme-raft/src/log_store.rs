@@ -1,53 +1,62 @@
-//! The Raft log, hard state and compaction point, stored in their own sled database.
+//! The Raft log and hard state: an append-only write-ahead file, with the entries since
+//! the compaction point also held in memory (as etcd's `MemoryStorage` does).
 //!
-//! Layout in sled's default tree:
-//! - `e` + index (8 bytes, big endian) -> term (8 bytes BE) + the entry in raft's
-//!   protobuf encoding (the term is kept in front so `term()` never decodes an entry);
-//! - `hs` -> the `HardState`;
-//! - `snap` -> index and term of the compaction point (the last entry no longer in
-//!   the log; its term is kept to match `MsgAppend`s against it).
+//! A segment file `<seq as 16 hex digits>.wal` is an 8-byte magic followed by records
+//! `[len u32 LE][crc32 u32 LE][kind u8][body]` (`len` counts kind and body, the crc
+//! covers them). Kinds:
+//! - `BASE`: compaction point (index and term, 8 bytes BE each) + the hard state. The
+//!   first record of every segment, so a segment is complete by itself.
+//! - `ENTRY`: one entry in raft's protobuf encoding. An entry at an index already in the
+//!   log replaces it and drops everything after it (a new leader's conflicting suffix).
+//! - `HARD_STATE`: the hard state.
+//! - `COMPACT`: index and term of a new compaction point; entries up to it are gone.
+//!
+//! [`LogStore::append`] writes one Ready's entries and hard state with ONE `pwrite` and,
+//! when raft-rs says so, ONE `fdatasync`. A record that is short or fails its checksum
+//! at the end of the file ends the log on replay (a torn write of a Ready that was never
+//! synced, so never acknowledged) and the file is cut there; one followed by a valid
+//! record is corruption and stops the node. Compaction appends a `COMPACT` record; once the
+//! segment has grown past [`SEGMENT_LIMIT`] the live entries are rewritten into a new
+//! segment (written, fsynced, renamed, directory fsynced) and the old one removed. A
+//! snapshot replaces the log the same way. Every error is fail-stop.
 //!
 //! The conf state is *not* stored here: it lives with the state machine, written in the
 //! same atomic batch as the applied index (see `StateMachine`), and is handed to
 //! [`LogStore::set_conf_state`] when the node starts.
-//!
-//! Durability: [`LogStore::append`] writes entries and hard state in one sled batch and,
-//! when raft-rs says the Ready must be synced, makes it durable with
-//! [`DurableSled::sync`] before returning. Every error is fail-stop.
 
 use std::cell::{Cell, RefCell};
-use std::path::Path;
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage};
 
-use crate::durable::{sled_to_io, DurableSled};
 use crate::error::StorageError;
 
-const KEY_HARD_STATE: &[u8] = b"hs";
-const KEY_SNAP: &[u8] = b"snap";
-const ENTRY_PREFIX: u8 = b'e';
-
-fn entry_key(index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = ENTRY_PREFIX;
-    k[1..].copy_from_slice(&index.to_be_bytes());
-    k
-}
-
-fn read_u64(bytes: &[u8], at: usize) -> Result<u64, StorageError> {
-    bytes
-        .get(at..at + 8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| StorageError::Corrupt(format!("short record of {} bytes", bytes.len())))
-}
+const MAGIC: &[u8; 8] = b"TRWAL\0\0\x01";
+const HEADER: usize = 8;
+const KIND_BASE: u8 = 1;
+const KIND_ENTRY: u8 = 2;
+const KIND_HARD_STATE: u8 = 3;
+const KIND_COMPACT: u8 = 4;
+/// No record is larger (entries are bounded far below by the request size limit).
+const MAX_RECORD: usize = 256 << 20;
+/// Past this size a compaction rewrites the live entries into a new segment.
+pub const SEGMENT_LIMIT: u64 = 64 << 20;
 
 /// The durable Raft log of one node. Owned by the node's Ready loop thread.
 pub struct LogStore {
-    /// The sled database holding the log (separate from the state machine's).
-    sled: DurableSled,
+    dir: PathBuf,
+    /// The segment being appended to, its sequence number and its length.
+    file: File,
+    seq: u64,
+    len: u64,
+    /// Entries `snap_index + 1 ..= last_index`.
+    entries: VecDeque<Entry>,
     /// The hard state as last written.
     hard_state: HardState,
     /// The conf state as of the state machine's applied index; only read by
@@ -56,50 +65,352 @@ pub struct LogStore {
     /// Index and term of the compaction point (0, 0 for a log never compacted).
     snap_index: u64,
     snap_term: u64,
-    /// Index of the last entry in the log (`snap_index` when empty).
-    last_index: u64,
+    /// Encoding buffer, reused across appends.
+    buf: Vec<u8>,
+    /// A compaction past this segment size starts a new segment.
+    segment_limit: u64,
     /// The newest snapshot built by the node, offered to raft-rs for lagging followers.
     available_snapshot: RefCell<Option<Snapshot>>,
     /// Set when raft-rs asked for a snapshot and none fit: the node builds one.
     snapshot_wanted: Cell<bool>,
 }
 
+fn corrupt(msg: impl Into<String>) -> StorageError {
+    StorageError::Corrupt(msg.into())
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("{seq:016x}.wal")
+}
+
+fn encode_record(buf: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; HEADER]);
+    buf.push(kind);
+    body(buf);
+    let len = (buf.len() - start - HEADER) as u32;
+    let crc = crc32fast::hash(&buf[start + HEADER..]);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn encode_message(
+    buf: &mut Vec<u8>,
+    kind: u8,
+    m: &dyn protobuf::Message,
+) -> Result<(), StorageError> {
+    let mut result = Ok(());
+    encode_record(buf, kind, |b| {
+        result = m.write_to_vec(b);
+    });
+    result.map_err(|e| corrupt(format!("encode record: {e}")))
+}
+
+fn encode_point(
+    buf: &mut Vec<u8>,
+    kind: u8,
+    index: u64,
+    term: u64,
+    hs: Option<&HardState>,
+) -> Result<(), StorageError> {
+    let mut result = Ok(());
+    encode_record(buf, kind, |b| {
+        b.extend_from_slice(&index.to_be_bytes());
+        b.extend_from_slice(&term.to_be_bytes());
+        if let Some(hs) = hs {
+            result = hs.write_to_vec(b);
+        }
+    });
+    result.map_err(|e| corrupt(format!("encode record: {e}")))
+}
+
+fn read_point(body: &[u8]) -> Result<(u64, u64, &[u8]), StorageError> {
+    let u = |at: usize| {
+        body.get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| corrupt(format!("short record of {} bytes", body.len())))
+    };
+    Ok((u(0)?, u(8)?, body.get(16..).unwrap_or_default()))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The records of a segment file, up to the first that is short or damaged.
+struct Replay {
+    records: Vec<(u8, Vec<u8>)>,
+    /// Where the valid records end.
+    valid_len: u64,
+    file_len: u64,
+}
+
+fn read_segment(path: &Path) -> Result<Replay, StorageError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(StorageError::Io)?;
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt(format!(
+            "{} is not a Trireme log segment",
+            path.display()
+        )));
+    }
+    let mut at = MAGIC.len();
+    let mut records = Vec::new();
+    while let Some(header) = bytes.get(at..at + HEADER) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 || len > MAX_RECORD {
+            break;
+        }
+        let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
+            break;
+        };
+        if crc32fast::hash(body) != crc {
+            // A torn write is the last thing in the file; a damaged record with a
+            // valid one after it is corruption of synced data.
+            if valid_record_at(&bytes, at + HEADER + len) {
+                return Err(corrupt(format!(
+                    "{}: the record at offset {at} fails its checksum but valid records \
+                     follow: the log is damaged",
+                    path.display()
+                )));
+            }
+            break;
+        }
+        records.push((body[0], body[1..].to_vec()));
+        at += HEADER + len;
+    }
+    Ok(Replay {
+        records,
+        valid_len: at as u64,
+        file_len: bytes.len() as u64,
+    })
+}
+
+fn valid_record_at(bytes: &[u8], at: usize) -> bool {
+    let Some(header) = bytes.get(at..at + HEADER) else {
+        return false;
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    len != 0
+        && len <= MAX_RECORD
+        && bytes
+            .get(at + HEADER..at + HEADER + len)
+            .is_some_and(|body| crc32fast::hash(body) == crc)
+}
+
 impl LogStore {
     /// Opens the log in `dir`, creating it empty if it does not exist.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        let sled = DurableSled::open(dir).map_err(StorageError::Io)?;
-        let db = &sled.db;
-        let hard_state = match db.get(KEY_HARD_STATE).map_err(sled_err)? {
-            Some(v) => HardState::parse_from_bytes(&v)
-                .map_err(|e| StorageError::Corrupt(format!("hard state: {e}")))?,
-            None => HardState::default(),
-        };
-        let (snap_index, snap_term) = match db.get(KEY_SNAP).map_err(sled_err)? {
-            Some(v) => (read_u64(&v, 0)?, read_u64(&v, 8)?),
-            None => (0, 0),
-        };
-        let last_index = match db.scan_prefix([ENTRY_PREFIX]).next_back() {
-            Some(kv) => {
-                let (k, _) = kv.map_err(sled_err)?;
-                read_u64(&k, 1)?
+        std::fs::create_dir_all(dir).map_err(StorageError::Io)?;
+        if dir.join("conf").exists() || dir.join("db").exists() {
+            return Err(corrupt(format!(
+                "{} holds a log in the sled format of an earlier Trireme; start this replica \
+                 with an empty data dir (it catches up from its peers)",
+                dir.display()
+            )));
+        }
+        let mut segments = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(StorageError::Io)? {
+            let entry = entry.map_err(StorageError::Io)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".wal.tmp") {
+                // A rotation that did not finish: the old segment is still complete.
+                std::fs::remove_file(entry.path()).map_err(StorageError::Io)?;
+            } else if let Some(seq) = name
+                .strip_suffix(".wal")
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+            {
+                segments.push(seq);
             }
-            None => snap_index,
+        }
+        segments.sort_unstable();
+        let Some(&seq) = segments.last() else {
+            let mut log = LogStore::empty(dir, File::open(dir).map_err(StorageError::Io)?, 0);
+            log.rotate()?;
+            return Ok(log);
         };
-        Ok(LogStore {
-            sled,
-            hard_state,
+        // A newer segment exists only once complete (renamed after its fsync): older
+        // ones are superseded.
+        for old in &segments[..segments.len() - 1] {
+            std::fs::remove_file(dir.join(segment_name(*old))).map_err(StorageError::Io)?;
+        }
+        let path = dir.join(segment_name(seq));
+        let replay = read_segment(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(StorageError::Io)?;
+        let mut log = LogStore::empty(dir, file, seq);
+        let mut records = replay.records.into_iter();
+        match records.next() {
+            Some((KIND_BASE, body)) => {
+                let (index, term, hs) = read_point(&body)?;
+                log.snap_index = index;
+                log.snap_term = term;
+                log.hard_state = HardState::parse_from_bytes(hs)
+                    .map_err(|e| corrupt(format!("hard state: {e}")))?;
+            }
+            _ => {
+                return Err(corrupt(format!(
+                    "{} does not start with its base",
+                    path.display()
+                )))
+            }
+        }
+        for (kind, body) in records {
+            log.replay(kind, &body)?;
+        }
+        if replay.valid_len < replay.file_len {
+            tracing::warn!(
+                segment = %path.display(),
+                at = replay.valid_len,
+                dropped = replay.file_len - replay.valid_len,
+                "the log ends in a torn write (never acknowledged); cutting it there"
+            );
+            log.file
+                .set_len(replay.valid_len)
+                .map_err(StorageError::Io)?;
+            log.file.sync_all().map_err(StorageError::Io)?;
+        }
+        log.len = replay.valid_len;
+        Ok(log)
+    }
+
+    fn empty(dir: &Path, file: File, seq: u64) -> LogStore {
+        LogStore {
+            dir: dir.to_path_buf(),
+            file,
+            seq,
+            len: 0,
+            entries: VecDeque::new(),
+            hard_state: HardState::default(),
             conf_state: ConfState::default(),
-            snap_index,
-            snap_term,
-            last_index: last_index.max(snap_index),
+            snap_index: 0,
+            snap_term: 0,
+            buf: Vec::new(),
+            segment_limit: SEGMENT_LIMIT,
             available_snapshot: RefCell::new(None),
             snapshot_wanted: Cell::new(false),
-        })
+        }
+    }
+
+    fn replay(&mut self, kind: u8, body: &[u8]) -> Result<(), StorageError> {
+        match kind {
+            KIND_ENTRY => {
+                let e = Entry::parse_from_bytes(body)
+                    .map_err(|err| corrupt(format!("entry: {err}")))?;
+                self.place(e)
+            }
+            KIND_HARD_STATE => {
+                self.hard_state = HardState::parse_from_bytes(body)
+                    .map_err(|e| corrupt(format!("hard state: {e}")))?;
+                Ok(())
+            }
+            KIND_COMPACT => {
+                let (index, term, _) = read_point(body)?;
+                self.drop_through(index, term)
+            }
+            other => Err(corrupt(format!("unknown log record kind {other}"))),
+        }
+    }
+
+    /// Puts `e` at its index, dropping any entry at or after it.
+    fn place(&mut self, e: Entry) -> Result<(), StorageError> {
+        if e.index <= self.snap_index || e.index > self.last_index_now() + 1 {
+            return Err(corrupt(format!(
+                "entry {} outside the log ({}..={})",
+                e.index,
+                self.snap_index + 1,
+                self.last_index_now() + 1
+            )));
+        }
+        self.entries
+            .truncate((e.index - self.snap_index - 1) as usize);
+        self.entries.push_back(e);
+        Ok(())
+    }
+
+    fn drop_through(&mut self, index: u64, term: u64) -> Result<(), StorageError> {
+        if index < self.snap_index || index > self.last_index_now() {
+            return Err(corrupt(format!(
+                "compaction to {index} outside the log ({}..={})",
+                self.snap_index,
+                self.last_index_now()
+            )));
+        }
+        self.entries.drain(..(index - self.snap_index) as usize);
+        self.snap_index = index;
+        self.snap_term = term;
+        Ok(())
+    }
+
+    /// Writes `buf` at the end of the segment, fsyncing if `sync`.
+    fn write_buf(&mut self, sync: bool) -> Result<(), StorageError> {
+        if !self.buf.is_empty() {
+            self.file
+                .write_all_at(&self.buf, self.len)
+                .map_err(StorageError::Io)?;
+            self.len += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        if sync {
+            self.file.sync_data().map_err(StorageError::Io)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment holding the compaction point, the hard state and the live
+    /// entries, made durable before the old segment is removed.
+    fn rotate(&mut self) -> Result<(), StorageError> {
+        let seq = self.seq + 1;
+        let path = self.dir.join(segment_name(seq));
+        let tmp = self.dir.join(format!("{}.tmp", segment_name(seq)));
+        let mut buf = Vec::new();
+        buf.extend_from_slice(MAGIC);
+        encode_point(
+            &mut buf,
+            KIND_BASE,
+            self.snap_index,
+            self.snap_term,
+            Some(&self.hard_state),
+        )?;
+        for e in &self.entries {
+            encode_message(&mut buf, KIND_ENTRY, e)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(StorageError::Io)?;
+        file.write_all_at(&buf, 0).map_err(StorageError::Io)?;
+        file.sync_all().map_err(StorageError::Io)?;
+        std::fs::rename(&tmp, &path).map_err(StorageError::Io)?;
+        sync_dir(&self.dir).map_err(StorageError::Io)?;
+        let old = self.dir.join(segment_name(self.seq));
+        self.file = file;
+        self.seq = seq;
+        self.len = buf.len() as u64;
+        if seq > 1 {
+            match std::fs::remove_file(&old) {
+                Ok(()) => sync_dir(&self.dir).map_err(StorageError::Io)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::Io(e)),
+            }
+        }
+        Ok(())
     }
 
     /// True if nothing was ever written: no entry, no hard state, no compaction point.
     pub fn is_empty(&self) -> bool {
-        self.last_index == 0 && self.hard_state == HardState::default()
+        self.last_index_now() == 0 && self.hard_state == HardState::default()
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -111,7 +422,7 @@ impl LogStore {
     }
 
     pub fn last_index_now(&self) -> u64 {
-        self.last_index
+        self.snap_index + self.entries.len() as u64
     }
 
     /// The conf state `initial_state` reports: the state machine's, at its applied index.
@@ -119,54 +430,42 @@ impl LogStore {
         self.conf_state = cs;
     }
 
-    /// Persists a Ready: appends `entries` (dropping any conflicting suffix first) and
-    /// the hard state in ONE sled batch, then fsyncs if `sync`.
+    /// Persists a Ready: appends `entries` (dropping any conflicting suffix) and the
+    /// hard state with one write, then fsyncs if `sync`.
     pub fn append(
         &mut self,
         entries: &[Entry],
         hard_state: Option<&HardState>,
         sync: bool,
     ) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        let mut new_last = self.last_index;
-        if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+        if let Some(first) = entries.first() {
             if first.index <= self.snap_index {
-                return Err(StorageError::Corrupt(format!(
+                return Err(corrupt(format!(
                     "append at {} at or below the compaction point {}",
                     first.index, self.snap_index
                 )));
             }
-            if first.index > self.last_index + 1 {
-                return Err(StorageError::Corrupt(format!(
+            if first.index > self.last_index_now() + 1 {
+                return Err(corrupt(format!(
                     "append at {} leaves a gap after {}",
-                    first.index, self.last_index
+                    first.index,
+                    self.last_index_now()
                 )));
             }
-            // Entries at and after `first.index` are replaced; those past `last.index`
-            // belong to the conflicting suffix and must go in the same batch.
-            for index in last.index + 1..=self.last_index {
-                batch.remove(&entry_key(index));
-            }
-            for e in entries {
-                let mut v = Vec::with_capacity(8 + e.compute_size() as usize);
-                v.extend_from_slice(&e.term.to_be_bytes());
-                e.write_to_vec(&mut v)
-                    .map_err(|err| StorageError::Corrupt(format!("encode entry: {err}")))?;
-                batch.insert(&entry_key(e.index), v);
-            }
-            new_last = last.index;
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        for e in entries {
+            encode_message(&mut buf, KIND_ENTRY, e)?;
         }
         if let Some(hs) = hard_state {
-            let v = hs
-                .write_to_bytes()
-                .map_err(|err| StorageError::Corrupt(format!("encode hard state: {err}")))?;
-            batch.insert(KEY_HARD_STATE, v);
+            encode_message(&mut buf, KIND_HARD_STATE, hs)?;
         }
-        self.sled.db.apply_batch(batch).map_err(sled_err)?;
-        if sync {
-            self.sled.sync().map_err(StorageError::Io)?;
+        self.buf = buf;
+        self.write_buf(sync)?;
+        for e in entries {
+            self.place(e.clone())?;
         }
-        self.last_index = new_last;
         if let Some(hs) = hard_state {
             self.hard_state = hs.clone();
         }
@@ -190,49 +489,36 @@ impl LogStore {
         if index <= self.snap_index {
             return Ok(());
         }
-        if index > self.last_index {
-            return Err(StorageError::Corrupt(format!(
+        if index > self.last_index_now() {
+            return Err(corrupt(format!(
                 "compact to {index} past the last index {}",
-                self.last_index
+                self.last_index_now()
             )));
         }
         let term = self.term_of(index)?;
-        let mut batch = sled::Batch::default();
-        for i in self.snap_index + 1..=index {
-            batch.remove(&entry_key(i));
+        self.drop_through(index, term)?;
+        if self.len > self.segment_limit {
+            return self.rotate();
         }
-        batch.insert(KEY_SNAP, snap_record(index, term).to_vec());
-        self.sled.db.apply_batch(batch).map_err(sled_err)?;
-        self.sled.sync().map_err(StorageError::Io)?;
-        self.snap_index = index;
-        self.snap_term = term;
-        Ok(())
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        encode_point(&mut buf, KIND_COMPACT, index, term, None)?;
+        self.buf = buf;
+        self.write_buf(true)
     }
 
     /// Replaces the whole log by a snapshot's compaction point (the state machine has
     /// already restored and synced the snapshot's state). Fsyncs.
     pub fn apply_snapshot(&mut self, meta: &SnapshotMetadata) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for i in self.snap_index + 1..=self.last_index {
-            batch.remove(&entry_key(i));
-        }
         let mut hs = self.hard_state.clone();
         hs.term = hs.term.max(meta.term);
         hs.commit = hs.commit.max(meta.index);
-        batch.insert(KEY_SNAP, snap_record(meta.index, meta.term).to_vec());
-        batch.insert(
-            KEY_HARD_STATE,
-            hs.write_to_bytes()
-                .map_err(|err| StorageError::Corrupt(format!("encode hard state: {err}")))?,
-        );
-        self.sled.db.apply_batch(batch).map_err(sled_err)?;
-        self.sled.sync().map_err(StorageError::Io)?;
+        self.entries.clear();
         self.snap_index = meta.index;
         self.snap_term = meta.term;
-        self.last_index = meta.index;
         self.hard_state = hs;
         self.conf_state = meta.get_conf_state().clone();
-        Ok(())
+        self.rotate()
     }
 
     /// Offers a snapshot the node has built to raft-rs.
@@ -251,30 +537,19 @@ impl LogStore {
         self.snapshot_wanted.replace(false)
     }
 
+    fn entry(&self, index: u64) -> Option<&Entry> {
+        let offset = index.checked_sub(self.snap_index + 1)?;
+        self.entries.get(usize::try_from(offset).ok()?)
+    }
+
     fn term_of(&self, index: u64) -> Result<u64, StorageError> {
         if index == self.snap_index {
             return Ok(self.snap_term);
         }
-        match self.sled.db.get(entry_key(index)).map_err(sled_err)? {
-            Some(v) => read_u64(&v, 0),
-            None => Err(StorageError::Corrupt(format!("entry {index} missing"))),
-        }
+        self.entry(index)
+            .map(|e| e.term)
+            .ok_or_else(|| corrupt(format!("entry {index} missing")))
     }
-}
-
-fn snap_record(index: u64, term: u64) -> [u8; 16] {
-    let mut v = [0u8; 16];
-    v[..8].copy_from_slice(&index.to_be_bytes());
-    v[8..].copy_from_slice(&term.to_be_bytes());
-    v
-}
-
-fn sled_err(e: sled::Error) -> StorageError {
-    StorageError::Io(sled_to_io(e))
-}
-
-fn to_raft(e: StorageError) -> raft::Error {
-    raft::Error::Store(raft::StorageError::Other(Box::new(e)))
 }
 
 impl Storage for LogStore {
@@ -295,25 +570,20 @@ impl Storage for LogStore {
         if low <= self.snap_index {
             return Err(raft::Error::Store(raft::StorageError::Compacted));
         }
-        if high > self.last_index + 1 {
+        if high > self.last_index_now() + 1 {
             return Err(raft::Error::Store(raft::StorageError::Unavailable));
         }
         let max_size = max_size.into();
-        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut out = Vec::with_capacity(high.saturating_sub(low) as usize);
         let mut size = 0u64;
-        for kv in self.sled.db.range(entry_key(low)..entry_key(high)) {
-            let (_, v) = kv.map_err(|e| to_raft(sled_err(e)))?;
-            let body = v
-                .get(8..)
-                .ok_or_else(|| to_raft(StorageError::Corrupt("short entry".into())))?;
-            let e = Entry::parse_from_bytes(body)
-                .map_err(|err| to_raft(StorageError::Corrupt(format!("entry: {err}"))))?;
+        for index in low..high {
+            let Some(e) = self.entry(index) else { break };
             size += u64::from(e.compute_size());
             // Always return at least one entry, as the trait requires.
             if !out.is_empty() && max_size.is_some_and(|m| size > m) {
                 break;
             }
-            out.push(e);
+            out.push(e.clone());
         }
         if out.is_empty() && high > low {
             return Err(raft::Error::Store(raft::StorageError::Unavailable));
@@ -328,7 +598,7 @@ impl Storage for LogStore {
         if idx < self.snap_index {
             return Err(raft::Error::Store(raft::StorageError::Compacted));
         }
-        if idx > self.last_index {
+        if idx > self.last_index_now() {
             return Err(raft::Error::Store(raft::StorageError::Unavailable));
         }
         self.term_of(idx).map_err(to_raft)
@@ -339,7 +609,7 @@ impl Storage for LogStore {
     }
 
     fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.last_index)
+        Ok(self.last_index_now())
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
@@ -356,6 +626,10 @@ impl Storage for LogStore {
             raft::StorageError::SnapshotTemporarilyUnavailable,
         ))
     }
+}
+
+fn to_raft(e: StorageError) -> raft::Error {
+    raft::Error::Store(raft::StorageError::Other(Box::new(e)))
 }
 
 #[cfg(test)]
@@ -457,5 +731,107 @@ mod tests {
         assert_eq!(s.hard_state().commit, 20);
         s.append(&[entry(21, 4)], None, true).unwrap();
         assert_eq!(Storage::last_index(&s).unwrap(), 21);
+    }
+
+    fn segments(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_appends_continue_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        let es: Vec<_> = (1..=4).map(|i| entry(i, 1)).collect();
+        s.append(&es, None, true).unwrap();
+        let good = s.len;
+        // Half of a fifth record: the header and a few bytes of its body.
+        let mut torn = Vec::new();
+        encode_message(&mut torn, KIND_ENTRY, &entry(5, 1)).unwrap();
+        s.file.write_all_at(&torn[..torn.len() / 2], good).unwrap();
+        drop(s);
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(s.last_index_now(), 4);
+        assert_eq!(s.len, good);
+        s.append(&[entry(5, 2)], None, true).unwrap();
+        drop(s);
+        let s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(s.last_index_now(), 5);
+        assert_eq!(s.term(5).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_damaged_record_followed_by_valid_ones_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        s.append(&[entry(1, 1)], None, true).unwrap();
+        let second = s.len;
+        s.append(&[entry(2, 1), entry(3, 1)], None, true).unwrap();
+        // Flip a byte in the body of entry 2: its checksum fails.
+        let mut byte = [0u8; 1];
+        s.file.read_exact_at(&mut byte, second + 12).unwrap();
+        s.file.write_all_at(&[byte[0] ^ 0xff], second + 12).unwrap();
+        drop(s);
+        let e = LogStore::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("the log is damaged"), "{e}");
+    }
+
+    #[test]
+    fn compaction_past_the_segment_limit_rewrites_the_live_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        s.segment_limit = 200;
+        let es: Vec<_> = (1..=20).map(|i| entry(i, 1)).collect();
+        s.append(&es, None, true).unwrap();
+        let mut hs = HardState::default();
+        hs.term = 1;
+        hs.vote = 7;
+        hs.commit = 15;
+        s.append(&[], Some(&hs), true).unwrap();
+        assert_eq!(segments(dir.path()), vec![segment_name(1)]);
+        s.compact(15).unwrap();
+        assert_eq!(segments(dir.path()), vec![segment_name(2)]);
+        s.append(&[entry(21, 2)], None, true).unwrap();
+        drop(s);
+        let s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(s.first_index().unwrap(), 16);
+        assert_eq!(s.last_index_now(), 21);
+        assert_eq!(s.term(15).unwrap(), 1);
+        assert_eq!(s.term(21).unwrap(), 2);
+        assert_eq!(s.hard_state(), &hs);
+    }
+
+    #[test]
+    fn an_interrupted_rotation_leaves_the_old_segment_in_charge() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        let es: Vec<_> = (1..=3).map(|i| entry(i, 1)).collect();
+        s.append(&es, None, true).unwrap();
+        drop(s);
+        // A crash while writing segment 2: only its temporary file exists.
+        std::fs::write(
+            dir.path().join(format!("{}.tmp", segment_name(2))),
+            b"partial",
+        )
+        .unwrap();
+        let s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(s.last_index_now(), 3);
+        assert_eq!(segments(dir.path()), vec![segment_name(1)]);
+    }
+
+    #[test]
+    fn a_sled_log_or_a_foreign_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("conf"), b"segment_size: 524288").unwrap();
+        let e = LogStore::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("sled format"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(segment_name(1)), b"not a log at all").unwrap();
+        let e = LogStore::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("not a Trireme log segment"), "{e}");
     }
 }

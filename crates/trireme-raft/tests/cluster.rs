@@ -1,4 +1,4 @@
-//! In-process clusters of real nodes (real sled logs, real fsyncs) on the in-memory
+//! In-process clusters of real nodes (real log files, real fsyncs) on the in-memory
 //! network, with a state machine that records the entries it applies.
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
