@@ -125,7 +125,7 @@ where
         meta.set_conf_state(conf_state.clone());
         log.apply_snapshot(&meta)?;
     } else if applied.index > log.hard_state().commit {
-        log.set_commit(applied.index)?;
+        log.set_commit(applied.index);
     }
     if applied.index < log.snapshot_index() {
         return Err(StorageError::Corrupt(format!(
@@ -550,7 +550,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         self.send_messages(rd.take_persisted_messages());
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
-            self.raw.mut_store().set_commit(commit)?;
+            self.raw.mut_store().set_commit(commit);
         }
         self.send_messages(light.take_messages());
         self.apply(light.take_committed_entries())?;
