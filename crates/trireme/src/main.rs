@@ -9,7 +9,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-
 mod bench;
 mod certs;
 mod chaos;
