@@ -58,10 +58,18 @@ pub(crate) struct State {
     pub applied: AppliedState,
 }
 
+/// sled's page cache (its default is 1 GiB, which a replica's memory then grows
+/// towards): hot keys and the B-tree's inner nodes fit, and the OS page cache holds
+/// the rest of the file.
+const CACHE_BYTES: u64 = 32 << 20;
+
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Store, StorageError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
         Store::from_db(dir, db)
     }
 

@@ -42,6 +42,10 @@ pub const INITIAL_TERM: u64 = 5;
 
 /// Most queued requests and events handled before the next Ready.
 const MAX_DRAIN: usize = 8192;
+/// Committed entries wait at most this long, or until this many are queued, for more
+/// to share their state machine batch while the node has more work queued.
+const APPLY_DELAY_MAX: Duration = Duration::from_millis(1);
+const APPLY_BATCH_MAX: usize = 1024;
 
 mod membership;
 use membership::{in_conf, removed_from, Refusal, PROBE_CONTEXT};
@@ -130,7 +134,7 @@ where
         meta.set_conf_state(conf_state.clone());
         log.apply_snapshot(&meta)?;
     } else if applied.index > log.hard_state().commit {
-        log.set_commit(applied.index)?;
+        log.set_commit(applied.index);
     }
     if applied.index < log.snapshot_index() {
         return Err(StorageError::Corrupt(format!(
@@ -211,6 +215,8 @@ where
         last_hand_over: None,
         last_leader_contact: 0,
         last_probe: 0,
+        to_apply: Vec::new(),
+        to_apply_since: None,
         config,
     };
     driver.term = driver.raw.raft.term;
@@ -274,6 +280,11 @@ struct Driver<SM: StateMachine, T> {
     last_leader_contact: u64,
     /// Tick of the last probe sent (see [`PROBE_CONTEXT`]).
     last_probe: u64,
+    /// Committed entries handed out by raft-rs and not applied yet, and since when.
+    /// While more work is queued they wait (a bounded time and count), so that one
+    /// state machine batch covers several Readys.
+    to_apply: Vec<Entry>,
+    to_apply_since: Option<Instant>,
 }
 
 impl<SM: StateMachine, T: Transport> Driver<SM, T> {
@@ -360,6 +371,14 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             }
             self.issue_reads();
             self.on_ready()?;
+            let busy = !self.requests.is_empty() || !self.events.is_empty();
+            let due = self.to_apply.len() >= APPLY_BATCH_MAX
+                || self
+                    .to_apply_since
+                    .is_some_and(|t| t.elapsed() >= APPLY_DELAY_MAX);
+            if !busy || due {
+                self.flush_apply()?;
+            }
             self.maybe_snapshot_and_compact()?;
             self.publish_status(None);
         }
@@ -590,8 +609,9 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         for rs in rd.take_read_states() {
             self.on_read_state(rs);
         }
-        // 3. Committed entries: these are already durable in the local log.
-        self.apply(rd.take_committed_entries())?;
+        // 3. Committed entries: these are already durable in the local log. Applied
+        //    after this Ready (see `flush_apply`).
+        self.queue_apply(rd.take_committed_entries());
         // 4. New entries and hard state in ONE log write, dropping any conflicting
         //    suffix; fsynced iff raft-rs says so (new entries, term or vote).
         self.raw
@@ -601,15 +621,36 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         self.send_messages(rd.take_persisted_messages());
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
-            self.raw.mut_store().set_commit(commit)?;
+            self.raw.mut_store().set_commit(commit);
         }
         self.send_messages(light.take_messages());
-        self.apply(light.take_committed_entries())?;
-        self.raw.advance_apply();
+        self.queue_apply(light.take_committed_entries());
         self.maybe_leave_joint();
         self.maybe_hand_over();
         self.answer_reads();
         self.check_term();
+        Ok(())
+    }
+
+    fn queue_apply(&mut self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        self.to_apply_since.get_or_insert_with(Instant::now);
+        self.to_apply.extend(entries);
+    }
+
+    /// Applies every queued committed entry in one state machine batch and tells
+    /// raft-rs how far this node has applied.
+    fn flush_apply(&mut self) -> Result<(), Fatal> {
+        if self.to_apply.is_empty() {
+            return Ok(());
+        }
+        let entries = std::mem::take(&mut self.to_apply);
+        self.to_apply_since = None;
+        self.apply(entries)?;
+        self.raw.advance_apply_to(self.applied);
+        self.answer_reads();
         Ok(())
     }
 
@@ -800,6 +841,8 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
     }
 
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), Fatal> {
+        // Entries committed before the snapshot first, so the order of applies holds.
+        self.flush_apply()?;
         let meta = snap.get_metadata();
         let path = self
             .received_snapshots

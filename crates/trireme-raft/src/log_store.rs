@@ -12,7 +12,9 @@
 //! - `COMPACT`: index and term of a new compaction point; entries up to it are gone.
 //!
 //! [`LogStore::append`] writes one Ready's entries and hard state with ONE `pwrite` and,
-//! when raft-rs says so, ONE `fdatasync`. A record that is short or fails its checksum
+//! when raft-rs says so, ONE `fdatasync`. The file is extended with zeros ahead of the
+//! records (4 MiB at a time), so an append never changes the file's size and its
+//! `fdatasync` writes no metadata; zeros where a record header should be end the log. A record that is short or fails its checksum
 //! at the end of the file ends the log on replay (a torn write of a Ready that was never
 //! synced, so never acknowledged) and the file is cut there; one followed by a valid
 //! record is corruption and stops the node. Compaction appends a `COMPACT` record; once the
@@ -45,6 +47,8 @@ const KIND_HARD_STATE: u8 = 3;
 const KIND_COMPACT: u8 = 4;
 /// No record is larger (entries are bounded far below by the request size limit).
 const MAX_RECORD: usize = 256 << 20;
+/// The segment is extended with zeros by this much at a time.
+const ZERO_CHUNK: u64 = 4 << 20;
 /// Past this size a compaction rewrites the live entries into a new segment.
 pub const SEGMENT_LIMIT: u64 = 64 << 20;
 
@@ -55,6 +59,10 @@ pub struct LogStore {
     file: File,
     seq: u64,
     len: u64,
+    /// The file's size: zeros were written up to here ahead of the records, so that an
+    /// append does not change the file's size and its fdatasync has no metadata to
+    /// write.
+    allocated: u64,
     /// Entries `snap_index + 1 ..= last_index`.
     entries: VecDeque<Entry>,
     /// The hard state as last written.
@@ -143,6 +151,9 @@ struct Replay {
     records: Vec<(u8, Vec<u8>)>,
     /// Where the valid records end.
     valid_len: u64,
+    /// End of the last non-zero byte after `valid_len` (`valid_len` if none): what a
+    /// torn write left behind.
+    garbage_end: u64,
     file_len: u64,
 }
 
@@ -186,6 +197,10 @@ fn read_segment(path: &Path) -> Result<Replay, StorageError> {
     Ok(Replay {
         records,
         valid_len: at as u64,
+        garbage_end: bytes
+            .iter()
+            .rposition(|b| *b != 0)
+            .map_or(at, |p| (p + 1).max(at)) as u64,
         file_len: bytes.len() as u64,
     })
 }
@@ -266,19 +281,21 @@ impl LogStore {
         for (kind, body) in records {
             log.replay(kind, &body)?;
         }
-        if replay.valid_len < replay.file_len {
+        if replay.garbage_end > replay.valid_len {
             tracing::warn!(
                 segment = %path.display(),
                 at = replay.valid_len,
-                dropped = replay.file_len - replay.valid_len,
+                dropped = replay.garbage_end - replay.valid_len,
                 "the log ends in a torn write (never acknowledged); cutting it there"
             );
+            let zeros = vec![0u8; (replay.garbage_end - replay.valid_len) as usize];
             log.file
-                .set_len(replay.valid_len)
+                .write_all_at(&zeros, replay.valid_len)
                 .map_err(StorageError::Io)?;
             log.file.sync_all().map_err(StorageError::Io)?;
         }
         log.len = replay.valid_len;
+        log.allocated = replay.file_len;
         Ok(log)
     }
 
@@ -288,6 +305,7 @@ impl LogStore {
             file,
             seq,
             len: 0,
+            allocated: 0,
             entries: VecDeque::new(),
             hard_state: HardState::default(),
             conf_state: ConfState::default(),
@@ -353,6 +371,15 @@ impl LogStore {
     /// Writes `buf` at the end of the segment, fsyncing if `sync`.
     fn write_buf(&mut self, sync: bool) -> Result<(), StorageError> {
         if !self.buf.is_empty() {
+            let end = self.len + self.buf.len() as u64;
+            if end > self.allocated {
+                let target = end.div_ceil(ZERO_CHUNK) * ZERO_CHUNK;
+                let zeros = vec![0u8; (target - self.allocated) as usize];
+                self.file
+                    .write_all_at(&zeros, self.allocated)
+                    .map_err(StorageError::Io)?;
+                self.allocated = target;
+            }
             self.file
                 .write_all_at(&self.buf, self.len)
                 .map_err(StorageError::Io)?;
@@ -398,6 +425,7 @@ impl LogStore {
         self.file = file;
         self.seq = seq;
         self.len = buf.len() as u64;
+        self.allocated = self.len;
         if seq > 1 {
             match std::fs::remove_file(&old) {
                 Ok(()) => sync_dir(&self.dir).map_err(StorageError::Io)?,
@@ -472,15 +500,11 @@ impl LogStore {
         Ok(())
     }
 
-    /// Records a new commit index (no fsync: on restart the commit index is raised to
-    /// the state machine's applied index, so losing this write is harmless).
-    pub fn set_commit(&mut self, commit: u64) -> Result<(), StorageError> {
-        if commit <= self.hard_state.commit {
-            return Ok(());
-        }
-        let mut hs = self.hard_state.clone();
-        hs.commit = commit;
-        self.append(&[], Some(&hs), false)
+    /// Records a new commit index in memory only: it is written with the next hard
+    /// state, and on restart the commit index is raised to the state machine's applied
+    /// index anyway, so nothing is lost by not writing it now.
+    pub fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = self.hard_state.commit.max(commit);
     }
 
     /// Drops every entry up to and including `index`, which must be applied and
@@ -521,13 +545,13 @@ impl LogStore {
         self.rotate()
     }
 
-    /// Offers a snapshot the node has built to raft-rs.
     /// Forgets the snapshot offered to followers (the configuration changed since it
     /// was built); the next request builds a new one.
     pub fn clear_available_snapshot(&self) {
         *self.available_snapshot.borrow_mut() = None;
     }
 
+    /// Offers a snapshot the node has built to raft-rs.
     pub fn set_available_snapshot(&self, snap: Snapshot) {
         *self.available_snapshot.borrow_mut() = Some(snap);
         self.snapshot_wanted.set(false);
