@@ -270,22 +270,14 @@ pub fn check_url(field: &str, url: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// DNS-1123-like replica names: they become certificate names and member ids.
+/// DNS-1123-like replica names (the member table's rule): they become certificate
+/// names and member ids.
 fn check_name(field: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(err(format!(
+    trireme_store::check_name(name).map_err(|_| {
+        err(format!(
             "config: `{field}` = {name:?} must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'"
-        )))
-    }
+        ))
+    })
 }
 
 impl RawConfig {
