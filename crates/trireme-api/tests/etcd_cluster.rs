@@ -5,26 +5,23 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use trireme_api::{app, ClientIdentity};
 use trireme_raft::member_id;
 
 mod common;
-use common::{fixture, Fixture};
+use common::{fixture, send, Fixture};
 
 async fn post(f: &Fixture, path: &str, body: Value) -> (StatusCode, Value) {
-    let req = Request::post(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let resp = app(f.state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, v)
+    send(
+        f,
+        "POST",
+        path,
+        Body::from(body.to_string()),
+        "application/json",
+    )
+    .await
 }
 
 fn names(v: &Value) -> Vec<String> {

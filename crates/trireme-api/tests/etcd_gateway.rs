@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 mod common;
-use common::{fixture, Fixture};
+use common::{fixture, send, Fixture};
 use trireme_api::app;
 
 fn b64(s: &str) -> String {
@@ -20,16 +20,7 @@ fn b64(s: &str) -> String {
 }
 
 async fn call(f: &Fixture, path: &str, body: impl Into<Body>) -> (StatusCode, Value) {
-    let req = Request::post(path)
-        .header("content-type", "application/json")
-        .body(body.into())
-        .unwrap();
-    let resp = app(f.state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, v)
+    send(f, "POST", path, body.into(), "application/json").await
 }
 
 async fn post(f: &Fixture, path: &str, body: Value) -> (StatusCode, Value) {
