@@ -3,7 +3,7 @@
 //!
 //! A segment file `<seq as 16 hex digits>.wal` is an 8-byte magic followed by records
 //! `[len u32 LE][crc32 u32 LE][kind u8][body]` (`len` counts kind and body, the crc
-//! covers them). Kinds:
+//! covers the length, kind and body). Kinds:
 //! - `BASE`: compaction point (index and term, 8 bytes BE each) + the hard state. The
 //!   first record of every segment, so a segment is complete by itself.
 //! - `ENTRY`: one entry in raft's protobuf encoding. An entry at an index already in the
@@ -15,9 +15,10 @@
 //! when raft-rs says so, ONE `fdatasync`. The file is extended with zeros ahead of the
 //! records (4 MiB at a time), so an append never changes the file's size and its
 //! `fdatasync` writes no metadata; zeros where a record header should be end the log. A record that is short or fails its checksum
-//! at the end of the file ends the log on replay (a torn write of a Ready that was never
-//! synced, so never acknowledged) and the file is cut there; one followed by a valid
-//! record is corruption and stops the node. Compaction appends a `COMPACT` record; once the
+//! ends the log on replay when it is a torn write (of a Ready that was never synced, so
+//! never acknowledged: nothing valid after it, or a sector of it is zeros) and the file
+//! is cut there; a bad record with a valid one after it and no zero sector is damage to
+//! synced data and stops the node. Compaction appends a `COMPACT` record; once the
 //! segment has grown past [`SEGMENT_LIMIT`] the live entries are rewritten into a new
 //! segment (written, fsynced, renamed, directory fsynced) and the old one removed. A
 //! snapshot replaces the log the same way. Every error is fail-stop.
@@ -97,9 +98,58 @@ fn encode_record(buf: &mut Vec<u8>, kind: u8, body: impl FnOnce(&mut Vec<u8>)) {
     buf.push(kind);
     body(buf);
     let len = (buf.len() - start - HEADER) as u32;
-    let crc = crc32fast::hash(&buf[start + HEADER..]);
     buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = record_crc(len.to_le_bytes(), &buf[start + HEADER..]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The checksum covers the length too, so a damaged length is caught like a damaged
+/// body.
+fn record_crc(len: [u8; 4], body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&len);
+    h.update(body);
+    h.finalize()
+}
+
+/// Whether the (bad) record at `at` has an all-zero 512-byte sector within its claimed
+/// extent (clamped to the file): part of a write that never reached the disk.
+fn looks_torn(bytes: &[u8], at: usize) -> bool {
+    const SECTOR: usize = 512;
+    let len = bytes
+        .get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .unwrap_or(0);
+    let end = at
+        .saturating_add(HEADER)
+        .saturating_add(len)
+        .min(bytes.len());
+    if len == 0 {
+        return true;
+    }
+    let mut sector = at.div_ceil(SECTOR) * SECTOR;
+    while sector + SECTOR <= end {
+        if bytes[sector..sector + SECTOR].iter().all(|b| *b == 0) {
+            return true;
+        }
+        sector += SECTOR;
+    }
+    false
+}
+
+/// The record starting at `at`, if a complete one with a matching checksum is there:
+/// (kind, body without the kind, offset after it).
+fn record_at(bytes: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    let len_bytes = [header[0], header[1], header[2], header[3]];
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len == 0 || len > MAX_RECORD {
+        return None;
+    }
+    let end = at + HEADER + len;
+    let body = bytes.get(at + HEADER..end)?;
+    (record_crc(len_bytes, body) == crc).then(|| (body[0], &body[1..], end))
 }
 
 fn encode_message(
@@ -170,52 +220,34 @@ fn read_segment(path: &Path) -> Result<Replay, StorageError> {
     }
     let mut at = MAGIC.len();
     let mut records = Vec::new();
-    while let Some(header) = bytes.get(at..at + HEADER) {
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if len == 0 || len > MAX_RECORD {
-            break;
+    while let Some((kind, body, next)) = record_at(&bytes, at) {
+        records.push((kind, body.to_vec()));
+        at = next;
+    }
+    let garbage_end = bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(at, |p| (p + 1).max(at));
+    // Records are written in order and each fsync covers everything before it: a torn
+    // write is the last thing in the file. A bad record that looks torn (a sector of it
+    // never reached the disk: zeros, as etcd's WAL tells them) ends the log, whatever
+    // the pages of that same unsynced write after it hold. Otherwise a valid record
+    // anywhere after it means synced data was damaged.
+    if garbage_end > at && !looks_torn(&bytes, at) {
+        if let Some(found) = (at + 1..garbage_end).find(|o| record_at(&bytes, *o).is_some()) {
+            return Err(corrupt(format!(
+                "{}: the record at offset {at} is damaged but a valid record follows at \
+                 {found}: the log is damaged",
+                path.display()
+            )));
         }
-        let Some(body) = bytes.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        if crc32fast::hash(body) != crc {
-            // A torn write is the last thing in the file; a damaged record with a
-            // valid one after it is corruption of synced data.
-            if valid_record_at(&bytes, at + HEADER + len) {
-                return Err(corrupt(format!(
-                    "{}: the record at offset {at} fails its checksum but valid records \
-                     follow: the log is damaged",
-                    path.display()
-                )));
-            }
-            break;
-        }
-        records.push((body[0], body[1..].to_vec()));
-        at += HEADER + len;
     }
     Ok(Replay {
         records,
         valid_len: at as u64,
-        garbage_end: bytes
-            .iter()
-            .rposition(|b| *b != 0)
-            .map_or(at, |p| (p + 1).max(at)) as u64,
+        garbage_end: garbage_end as u64,
         file_len: bytes.len() as u64,
     })
-}
-
-fn valid_record_at(bytes: &[u8], at: usize) -> bool {
-    let Some(header) = bytes.get(at..at + HEADER) else {
-        return false;
-    };
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    len != 0
-        && len <= MAX_RECORD
-        && bytes
-            .get(at + HEADER..at + HEADER + len)
-            .is_some_and(|body| crc32fast::hash(body) == crc)
 }
 
 impl LogStore {
@@ -805,6 +837,45 @@ mod tests {
         let mut byte = [0u8; 1];
         s.file.read_exact_at(&mut byte, second + 12).unwrap();
         s.file.write_all_at(&[byte[0] ^ 0xff], second + 12).unwrap();
+        drop(s);
+        let e = LogStore::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("the log is damaged"), "{e}");
+    }
+
+    #[test]
+    fn a_write_torn_across_pages_is_cut_even_if_later_pages_landed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        s.append(&[entry(1, 1)], None, true).unwrap();
+        let at = s.len;
+        // One unsynced write of a large entry 2 and a small entry 3, of which a crash
+        // kept the last page but lost a page in the middle of entry 2.
+        let mut big = entry(2, 1);
+        big.data = vec![7u8; 4000].into();
+        let mut write = Vec::new();
+        encode_message(&mut write, KIND_ENTRY, &big).unwrap();
+        encode_message(&mut write, KIND_ENTRY, &entry(3, 1)).unwrap();
+        s.file.write_all_at(&write, at).unwrap();
+        let lost = (at as usize).div_ceil(512) * 512 + 1024;
+        s.file.write_all_at(&[0u8; 512], lost as u64).unwrap();
+        drop(s);
+        let s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(s.last_index_now(), 1);
+        assert_eq!(s.len, at);
+    }
+
+    #[test]
+    fn a_damaged_length_followed_by_valid_records_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        s.append(&[entry(1, 1)], None, true).unwrap();
+        let second = s.len;
+        s.append(&[entry(2, 1), entry(3, 1)], None, true).unwrap();
+        // Entry 2's length now points into the middle of entry 3.
+        let mut len = [0u8; 4];
+        s.file.read_exact_at(&mut len, second).unwrap();
+        let bigger = u32::from_le_bytes(len) + 7;
+        s.file.write_all_at(&bigger.to_le_bytes(), second).unwrap();
         drop(s);
         let e = LogStore::open(dir.path()).err().unwrap().to_string();
         assert!(e.contains("the log is damaged"), "{e}");
