@@ -38,6 +38,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage};
 
+use crate::durable::sync_dir;
 use crate::error::StorageError;
 
 const MAGIC: &[u8; 8] = b"TRWAL\0\0\x01";
@@ -192,10 +193,6 @@ fn read_point(body: &[u8]) -> Result<(u64, u64, &[u8]), StorageError> {
     Ok((u(0)?, u(8)?, body.get(16..).unwrap_or_default()))
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 /// The records of a segment file, up to the first that is short or damaged.
 struct Replay {
     records: Vec<(u8, Vec<u8>)>,
@@ -277,6 +274,8 @@ impl LogStore {
         }
         segments.sort_unstable();
         let Some(&seq) = segments.last() else {
+            // A new log: `rotate` writes segment 1 and replaces the placeholder handle
+            // (the directory) with it.
             let mut log = LogStore::empty(dir, File::open(dir).map_err(StorageError::Io)?, 0);
             log.rotate()?;
             return Ok(log);

@@ -49,11 +49,7 @@ pub struct Cluster {
 
 /// True when `fiu-run` and `fiu-ctrl` (Debian's fiu-utils) are installed.
 pub fn fiu_available() -> bool {
-    ["fiu-run", "fiu-ctrl"].iter().all(|c| {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(c).is_file()))
-            .unwrap_or(false)
-    })
+    ["fiu-run", "fiu-ctrl"].into_iter().all(netns::on_path)
 }
 
 fn free_addr() -> anyhow::Result<SocketAddr> {

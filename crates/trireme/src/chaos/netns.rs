@@ -36,7 +36,8 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
-fn on_path(tool: &str) -> bool {
+/// True when `tool` is an executable file in a `PATH` directory.
+pub fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         .unwrap_or(false)
