@@ -6,11 +6,12 @@
 //! log, so it writes nothing.
 
 use crate::error::{CommandError, StorageError};
-use crate::keys::{self, HistRecord, KeyRange, LeaseRecord};
-use crate::read;
+use crate::index::{Index, IndexView, KeyEntry, Touched};
+use crate::keys::{self, KeyRange, LeaseRecord};
+use crate::read::{self, LiveKey};
 use crate::types::{
     AppliedState, ApplyResult, Command, CommandResult, DeleteRangeRequest, DeleteRangeResponse,
-    EventKind, KeyValue, PutRequest, PutResponse,
+    PutRequest, PutResponse,
 };
 use crate::view::{Pending, View};
 
@@ -52,14 +53,22 @@ impl WriteRev {
     }
 }
 
-/// A pending-map key and the entry it had before (`None`: it had none).
-type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
+/// How to undo one change of the current command.
+enum Undo {
+    /// A pending-map key and the entry it had before (`None`: it had none).
+    Record(Vec<u8>, Option<Option<Vec<u8>>>),
+    /// A touched index key and the entry it had before (`None`: it had none).
+    Index(Vec<u8>, Option<Option<KeyEntry>>),
+}
 
 pub(crate) struct Applier<'a> {
     tree: &'a sled::Tree,
+    index: &'a Index,
     /// Writes of this apply group not yet in sled.
     pending: Pending,
-    /// How to undo the current command's writes to `pending`: (key, previous entry).
+    /// Index entries this apply group changed, not yet in `index`.
+    touched: Touched,
+    /// How to undo the current command's changes, newest last.
     undo: Vec<Undo>,
     /// Store revision including the commands applied so far in this group.
     pub revision: u64,
@@ -67,10 +76,17 @@ pub(crate) struct Applier<'a> {
 }
 
 impl<'a> Applier<'a> {
-    pub(crate) fn new(tree: &'a sled::Tree, revision: u64, compact_revision: u64) -> Self {
+    pub(crate) fn new(
+        tree: &'a sled::Tree,
+        index: &'a Index,
+        revision: u64,
+        compact_revision: u64,
+    ) -> Self {
         Applier {
             tree,
+            index,
             pending: Pending::new(),
+            touched: Touched::new(),
             undo: Vec::new(),
             revision,
             compact_revision,
@@ -78,22 +94,45 @@ impl<'a> Applier<'a> {
     }
 
     pub(crate) fn view(&self) -> View<'_> {
-        View::new(self.tree, Some(&self.pending))
+        View::new(
+            self.tree,
+            Some(&self.pending),
+            IndexView {
+                base: self.index,
+                touched: Some(&self.touched),
+            },
+        )
     }
 
     pub(crate) fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
         let old = self.pending.insert(key.clone(), value);
-        self.undo.push((key, old));
+        self.undo.push(Undo::Record(key, old));
+    }
+
+    /// The entry of `key` as this group sees it (a new one if it has none).
+    fn entry(&self, key: &[u8]) -> KeyEntry {
+        self.view().index.get(key).cloned().unwrap_or_default()
+    }
+
+    fn set_entry(&mut self, key: Vec<u8>, entry: Option<KeyEntry>) {
+        let old = self.touched.insert(key.clone(), entry);
+        self.undo.push(Undo::Index(key, old));
     }
 
     fn rollback(&mut self) {
-        while let Some((key, old)) = self.undo.pop() {
-            match old {
-                None => {
+        while let Some(undo) = self.undo.pop() {
+            match undo {
+                Undo::Record(key, None) => {
                     self.pending.remove(&key);
                 }
-                Some(v) => {
+                Undo::Record(key, Some(v)) => {
                     self.pending.insert(key, v);
+                }
+                Undo::Index(key, None) => {
+                    self.touched.remove(&key);
+                }
+                Undo::Index(key, Some(e)) => {
+                    self.touched.insert(key, e);
                 }
             }
         }
@@ -162,38 +201,20 @@ impl<'a> Applier<'a> {
         if req.lease != 0 && self.view().get(&keys::lease_key(req.lease))?.is_none() {
             return Err(CommandError::LeaseNotFound(req.lease).into());
         }
-        let prev = read::get_kv(self.view(), &req.key)?;
+        let prev_kv = if req.prev_kv {
+            read::get_kv(self.view(), &req.key)?
+        } else {
+            None
+        };
+        let mut entry = self.entry(&req.key);
+        let prev_lease = entry.live().map(|_| entry.lease);
         let sub = w.next_sub();
-        let (create_revision, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
-            None => (w.rev, 1),
-        };
-        let kv = KeyValue {
-            key: req.key.clone(),
-            create_revision,
-            mod_revision: w.rev,
-            version,
-            value: req.value.clone(),
-            lease: req.lease,
-        };
-        let hist = HistRecord::Put {
-            create_revision,
-            version,
-            lease: req.lease,
-            value: req.value.clone(),
-        };
-        self.set(keys::kv_key(&req.key), Some(keys::encode("kv", &kv)?));
-        self.set(
-            keys::hist_key(&req.key, w.rev, sub),
-            Some(keys::encode("history record", &hist)?),
-        );
-        self.set(
-            keys::event_key(w.rev, sub),
-            Some(keys::event_value(EventKind::Put, &req.key)),
-        );
-        if let Some(p) = &prev {
-            if p.lease != 0 && p.lease != req.lease {
-                self.set(keys::attach_key(p.lease, &req.key), None);
+        let record = entry.put(&req.key, w.rev, sub, req.lease, &req.value);
+        self.set(keys::rev_key(w.rev, sub).to_vec(), Some(record));
+        self.set_entry(req.key.clone(), Some(entry));
+        if let Some(p) = prev_lease {
+            if p != 0 && p != req.lease {
+                self.set(keys::attach_key(p, &req.key), None);
             }
         }
         if req.lease != 0 {
@@ -201,7 +222,7 @@ impl<'a> Applier<'a> {
         }
         Ok(PutResponse {
             revision: 0,
-            prev_kv: if req.prev_kv { prev } else { None },
+            prev_kv,
         })
     }
 
@@ -214,32 +235,32 @@ impl<'a> Applier<'a> {
         if req.key.is_empty() {
             return Err(CommandError::EmptyKey.into());
         }
-        let kvs = read::current_kvs(self.view(), &KeyRange::new(&req.key, &req.range_end))?;
-        for kv in &kvs {
-            self.delete_key(kv, w)?;
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let prev_kvs = if req.prev_kv {
+            read::current_kvs(self.view(), &range)?
+        } else {
+            Vec::new()
+        };
+        let live = read::live_keys(self.view(), &range);
+        for key in &live {
+            self.delete_key(key, w);
         }
         Ok(DeleteRangeResponse {
             revision: 0,
-            deleted: kvs.len() as u64,
-            prev_kvs: if req.prev_kv { kvs } else { Vec::new() },
+            deleted: live.len() as u64,
+            prev_kvs,
         })
     }
 
-    fn delete_key(&mut self, kv: &KeyValue, w: &mut WriteRev) -> Result<(), StorageError> {
+    fn delete_key(&mut self, live: &LiveKey, w: &mut WriteRev) {
+        let mut entry = self.entry(&live.key);
         let sub = w.next_sub();
-        self.set(keys::kv_key(&kv.key), None);
-        self.set(
-            keys::hist_key(&kv.key, w.rev, sub),
-            Some(keys::encode("history record", &HistRecord::Delete)?),
-        );
-        self.set(
-            keys::event_key(w.rev, sub),
-            Some(keys::event_value(EventKind::Delete, &kv.key)),
-        );
-        if kv.lease != 0 {
-            self.set(keys::attach_key(kv.lease, &kv.key), None);
+        let record = entry.delete(&live.key, w.rev, sub);
+        self.set(keys::rev_key(w.rev, sub).to_vec(), Some(record));
+        self.set_entry(live.key.clone(), Some(entry));
+        if live.lease != 0 {
+            self.set(keys::attach_key(live.lease, &live.key), None);
         }
-        Ok(())
     }
 
     /// Drops events below `revision` and every version not needed to read at or above
@@ -258,42 +279,18 @@ impl<'a> Applier<'a> {
             }
             .into());
         }
-        let mut removes = Vec::new();
-        {
-            let (lo, hi) = keys::prefix_range(&[keys::HIST]);
-            let mut current: Option<Vec<u8>> = None;
-            // The newest version <= revision seen so far of `current`: (raw key, is_put).
-            let mut newest: Option<(Vec<u8>, bool)> = None;
-            for item in self.view().scan(lo, hi) {
-                let (raw_key, raw) = item?;
-                let (user, rev, _) = keys::parse_hist_key(&raw_key)?;
-                if current.as_deref() != Some(user.as_slice()) {
-                    if let Some((k, false)) = newest.take() {
-                        removes.push(k);
-                    }
-                    current = Some(user);
-                }
-                if rev <= revision {
-                    let rec: HistRecord = keys::decode("history record", &raw)?;
-                    if let Some((older, _)) = newest.take() {
-                        removes.push(older);
-                    }
-                    newest = Some((raw_key.to_vec(), matches!(rec, HistRecord::Put { .. })));
-                }
-            }
-            if let Some((k, false)) = newest {
-                removes.push(k);
-            }
-            let events = self.view().scan(
-                keys::event_key(0, 0),
-                std::ops::Bound::Excluded(keys::event_key(revision, 0)),
-            );
-            for item in events {
-                removes.push(item?.0.to_vec());
+        let mut changed = Vec::new();
+        for (key, entry) in self.view().index.range(&KeyRange::all()) {
+            if entry.versions.first().is_some_and(|v| v.rev <= revision) {
+                changed.push((key.to_vec(), entry.clone()));
             }
         }
-        for k in removes {
-            self.set(k, None);
+        for (key, mut entry) in changed {
+            for ver in entry.compact(revision) {
+                self.set(keys::rev_key(ver.rev, ver.sub).to_vec(), None);
+            }
+            let entry = (!entry.versions.is_empty()).then_some(entry);
+            self.set_entry(key, entry);
         }
         self.compact_revision = revision;
         Ok(CommandResult::Compact { revision })
@@ -327,8 +324,14 @@ impl<'a> Applier<'a> {
         let attached = read::lease_keys(self.view(), id)?;
         let mut w = self.begin();
         for k in attached {
-            if let Some(kv) = read::get_kv(self.view(), &k)? {
-                self.delete_key(&kv, &mut w)?;
+            let live = self.view().index.get(&k).and_then(|e| {
+                e.live().map(|_| LiveKey {
+                    key: k.clone(),
+                    lease: e.lease,
+                })
+            });
+            if let Some(live) = live {
+                self.delete_key(&live, &mut w);
             }
             self.set(keys::attach_key(id, &k), None);
         }
@@ -337,11 +340,12 @@ impl<'a> Applier<'a> {
         Ok(CommandResult::LeaseRevoke { revision })
     }
 
-    /// Ends the group: the pending writes plus the new meta records as one sled batch.
+    /// Ends the group: the pending writes plus the new meta records as one sled batch,
+    /// and the index entries it changed.
     pub(crate) fn into_batch(
         mut self,
         applied: &AppliedState,
-    ) -> Result<sled::Batch, StorageError> {
+    ) -> Result<(sled::Batch, Touched), StorageError> {
         self.pending.insert(
             keys::META_REVISION.to_vec(),
             Some(self.revision.to_be_bytes().to_vec()),
@@ -361,6 +365,6 @@ impl<'a> Applier<'a> {
                 None => batch.remove(k),
             }
         }
-        Ok(batch)
+        Ok((batch, self.touched))
     }
 }

@@ -4,15 +4,15 @@
 //! | prefix | key                                   | value                          |
 //! |--------|---------------------------------------|--------------------------------|
 //! | `m`    | meta name                             | u64 BE or postcard             |
-//! | `k`    | user key                              | latest [`KeyValue`] (postcard) |
-//! | `h`    | esc(user key), rev BE u64, sub BE u32 | [`HistRecord`] (postcard)      |
-//! | `e`    | rev BE u64, sub BE u32                | kind byte + user key           |
+//! | `r`    | rev BE u64, sub BE u32                | [`RevRecord`] (see its encoding) |
 //! | `l`    | lease id (order-preserving u64)       | [`LeaseRecord`] (postcard)     |
 //! | `a`    | lease id, user key                    | empty (attachment)             |
 //! | `c`    | cluster record key (opaque)           | opaque (the layer above's)     |
 //!
-//! `esc` is order-preserving and prefix-free: each `0x00` becomes `0x00 0xff` and the
-//! key ends with `0x00 0x01`, so the versions of `a` never interleave with `a\0..`.
+//! Every key version is one `r` record, keyed by the revision that wrote it, as in
+//! etcd's backend: a put appends one record at the end of the tree instead of
+//! rewriting a random leaf, the records in key order are the event history, and the
+//! [`crate::index`] (built from them at open) finds a key's versions.
 
 use std::ops::Bound;
 
@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StorageError;
 use crate::types::{EventKind, KeyValue};
 
-pub(crate) const KV: u8 = b'k';
-pub(crate) const HIST: u8 = b'h';
-pub(crate) const EVENT: u8 = b'e';
+pub(crate) const REV: u8 = b'r';
 pub(crate) const LEASE: u8 = b'l';
 pub(crate) const ATTACH: u8 = b'a';
 /// Cluster records ([`crate::ClusterWrite`]): outside revisions, history and the hash.
@@ -34,11 +32,22 @@ pub(crate) const META_REVISION: &[u8] = b"mrevision";
 pub(crate) const META_COMPACT: &[u8] = b"mcompact";
 /// Excluded from [`crate::Store::hash`]: replicas differ in it.
 pub(crate) const META_APPLIED: &[u8] = b"mapplied";
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// 1 was the layout with a latest-value record per key and history keyed by user key.
+pub(crate) const FORMAT_VERSION: u64 = 2;
 
-/// A key version in the history: what a read at its revision sees.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum HistRecord {
+/// One key version: what revision (rev, sub) did to `key`.
+///
+/// Encoding (integers big-endian): a put is `p`, create_revision u64, version u64,
+/// lease i64, key length u32, key, value (the rest); a deletion is `d`, key length
+/// u32, key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RevRecord {
+    pub key: Vec<u8>,
+    pub op: RevOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RevOp {
     Put {
         create_revision: u64,
         version: u64,
@@ -48,26 +57,143 @@ pub(crate) enum HistRecord {
     Delete,
 }
 
-impl HistRecord {
+const REC_PUT: u8 = b'p';
+const REC_DELETE: u8 = b'd';
+
+impl RevRecord {
+    pub(crate) fn kind(&self) -> EventKind {
+        match self.op {
+            RevOp::Put { .. } => EventKind::Put,
+            RevOp::Delete => EventKind::Delete,
+        }
+    }
+
     /// The key-value this record describes, or `None` for a deletion.
-    pub(crate) fn into_kv(self, key: Vec<u8>, mod_revision: u64) -> Option<KeyValue> {
-        match self {
-            HistRecord::Put {
+    pub(crate) fn into_kv(self, mod_revision: u64) -> Option<KeyValue> {
+        match self.op {
+            RevOp::Put {
                 create_revision,
                 version,
                 lease,
                 value,
             } => Some(KeyValue {
-                key,
+                key: self.key,
                 create_revision,
                 mod_revision,
                 version,
                 value,
                 lease,
             }),
-            HistRecord::Delete => None,
+            RevOp::Delete => None,
         }
     }
+}
+
+/// Encodes a put record without building a [`RevRecord`] (no copy of the value).
+pub(crate) fn encode_put(
+    key: &[u8],
+    create_revision: u64,
+    version: u64,
+    lease: i64,
+    value: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(29 + key.len() + value.len());
+    out.push(REC_PUT);
+    out.extend_from_slice(&create_revision.to_be_bytes());
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(&lease.to_be_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    out
+}
+
+pub(crate) fn encode_delete(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + key.len());
+    out.push(REC_DELETE);
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// What a record holds, borrowed from its bytes.
+pub(crate) struct RevRecordRef<'a> {
+    pub key: &'a [u8],
+    /// `(create_revision, version, lease, value)` for a put, `None` for a deletion.
+    pub put: Option<(u64, u64, i64, &'a [u8])>,
+}
+
+impl RevRecordRef<'_> {
+    pub(crate) fn to_owned(&self) -> RevRecord {
+        RevRecord {
+            key: self.key.to_vec(),
+            op: match self.put {
+                Some((create_revision, version, lease, value)) => RevOp::Put {
+                    create_revision,
+                    version,
+                    lease,
+                    value: value.to_vec(),
+                },
+                None => RevOp::Delete,
+            },
+        }
+    }
+}
+
+pub(crate) fn parse_record(raw: &[u8]) -> Result<RevRecordRef<'_>, StorageError> {
+    let bad = || StorageError::corrupt("revision record", format!("{} bytes", raw.len()));
+    let u64_at = |at: usize| -> Result<u64, StorageError> {
+        let b = raw.get(at..at + 8).ok_or_else(bad)?;
+        Ok(u64::from_be_bytes(b.try_into().map_err(|_| bad())?))
+    };
+    let key_at = |at: usize| -> Result<(&[u8], usize), StorageError> {
+        let b = raw.get(at..at + 4).ok_or_else(bad)?;
+        let len = u32::from_be_bytes(b.try_into().map_err(|_| bad())?) as usize;
+        let end = at + 4 + len;
+        Ok((raw.get(at + 4..end).ok_or_else(bad)?, end))
+    };
+    match raw.first() {
+        Some(&REC_PUT) => {
+            let create_revision = u64_at(1)?;
+            let version = u64_at(9)?;
+            let lease = u64_at(17)? as i64;
+            let (key, end) = key_at(25)?;
+            let value = raw.get(end..).ok_or_else(bad)?;
+            Ok(RevRecordRef {
+                key,
+                put: Some((create_revision, version, lease, value)),
+            })
+        }
+        Some(&REC_DELETE) => {
+            let (key, end) = key_at(1)?;
+            if end != raw.len() {
+                return Err(bad());
+            }
+            Ok(RevRecordRef { key, put: None })
+        }
+        _ => Err(bad()),
+    }
+}
+
+pub(crate) fn rev_key(rev: u64, sub: u32) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[0] = REV;
+    k[1..9].copy_from_slice(&rev.to_be_bytes());
+    k[9..13].copy_from_slice(&sub.to_be_bytes());
+    k
+}
+
+pub(crate) fn parse_rev_key(raw: &[u8]) -> Result<(u64, u32), StorageError> {
+    let bad = || StorageError::corrupt("revision key", format!("{raw:?}"));
+    let body = raw.strip_prefix(&[REV]).ok_or_else(bad)?;
+    if body.len() != 12 {
+        return Err(bad());
+    }
+    let (rev, sub) = body.split_at(8);
+    Ok((
+        u64::from_be_bytes(rev.try_into().map_err(|_| bad())?),
+        u32::from_be_bytes(sub.try_into().map_err(|_| bad())?),
+    ))
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -98,112 +224,6 @@ pub(crate) fn cluster_key(key: &[u8]) -> Vec<u8> {
     k.push(CLUSTER);
     k.extend_from_slice(key);
     k
-}
-
-pub(crate) fn kv_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(KV);
-    k.extend_from_slice(key);
-    k
-}
-
-fn escape_into(out: &mut Vec<u8>, key: &[u8]) {
-    for &b in key {
-        out.push(b);
-        if b == 0 {
-            out.push(0xff);
-        }
-    }
-}
-
-pub(crate) fn hist_key(key: &[u8], rev: u64, sub: u32) -> Vec<u8> {
-    let mut k = hist_key_prefix(key);
-    k.extend_from_slice(&rev.to_be_bytes());
-    k.extend_from_slice(&sub.to_be_bytes());
-    k
-}
-
-/// `h` + esc(key) + terminator: every version of exactly `key` starts with this.
-pub(crate) fn hist_key_prefix(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 15);
-    k.push(HIST);
-    escape_into(&mut k, key);
-    k.extend_from_slice(&[0, 1]);
-    k
-}
-
-/// Splits an `h` key into (user key, revision, sub-revision).
-pub(crate) fn parse_hist_key(raw: &[u8]) -> Result<(Vec<u8>, u64, u32), StorageError> {
-    let bad = || StorageError::corrupt("history key", format!("{raw:?}"));
-    let body = raw.strip_prefix(&[HIST]).ok_or_else(bad)?;
-    let mut user = Vec::with_capacity(body.len());
-    let mut i = 0;
-    loop {
-        let b = *body.get(i).ok_or_else(bad)?;
-        if b != 0 {
-            user.push(b);
-            i += 1;
-            continue;
-        }
-        match body.get(i + 1) {
-            Some(0xff) => {
-                user.push(0);
-                i += 2;
-            }
-            Some(1) => {
-                i += 2;
-                break;
-            }
-            _ => return Err(bad()),
-        }
-    }
-    let tail = body.get(i..).ok_or_else(bad)?;
-    if tail.len() != 12 {
-        return Err(bad());
-    }
-    let (rev, sub) = tail.split_at(8);
-    let rev = u64::from_be_bytes(rev.try_into().map_err(|_| bad())?);
-    let sub = u32::from_be_bytes(sub.try_into().map_err(|_| bad())?);
-    Ok((user, rev, sub))
-}
-
-pub(crate) fn event_key(rev: u64, sub: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(13);
-    k.push(EVENT);
-    k.extend_from_slice(&rev.to_be_bytes());
-    k.extend_from_slice(&sub.to_be_bytes());
-    k
-}
-
-pub(crate) fn parse_event_key(raw: &[u8]) -> Result<(u64, u32), StorageError> {
-    let bad = || StorageError::corrupt("event key", format!("{raw:?}"));
-    let body = raw.strip_prefix(&[EVENT]).ok_or_else(bad)?;
-    if body.len() != 12 {
-        return Err(bad());
-    }
-    let (rev, sub) = body.split_at(8);
-    Ok((
-        u64::from_be_bytes(rev.try_into().map_err(|_| bad())?),
-        u32::from_be_bytes(sub.try_into().map_err(|_| bad())?),
-    ))
-}
-
-pub(crate) fn event_value(kind: EventKind, key: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(key.len() + 1);
-    v.push(match kind {
-        EventKind::Put => 0,
-        EventKind::Delete => 1,
-    });
-    v.extend_from_slice(key);
-    v
-}
-
-pub(crate) fn parse_event_value(raw: &[u8]) -> Result<(EventKind, Vec<u8>), StorageError> {
-    match raw.split_first() {
-        Some((0, key)) => Ok((EventKind::Put, key.to_vec())),
-        Some((1, key)) => Ok((EventKind::Delete, key.to_vec())),
-        _ => Err(StorageError::corrupt("event", format!("{raw:?}"))),
-    }
 }
 
 /// Maps an i64 lease id onto a u64 whose big-endian bytes sort like the i64.
@@ -261,6 +281,9 @@ pub(crate) fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Bound<Vec<u8>>) {
     (prefix.to_vec(), hi)
 }
 
+/// Lower and upper bound of a [`KeyRange`] over user keys.
+pub(crate) type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// A user key range after applying etcd's `range_end` conventions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum KeyRange {
@@ -294,6 +317,14 @@ impl KeyRange {
         }
     }
 
+    /// Every key.
+    pub(crate) fn all() -> KeyRange {
+        KeyRange::Span {
+            start: Vec::new(),
+            end: None,
+        }
+    }
+
     pub(crate) fn contains(&self, k: &[u8]) -> bool {
         match self {
             KeyRange::Single(s) => s == k,
@@ -304,46 +335,13 @@ impl KeyRange {
         }
     }
 
-    /// Raw `[lo, hi)` over the `k` records of this range (None if empty).
-    pub(crate) fn kv_bounds(&self) -> Option<(Vec<u8>, Bound<Vec<u8>>)> {
+    /// The user-key bounds of this range (None if it is empty).
+    pub(crate) fn bounds(&self) -> Option<KeyBounds<'_>> {
         match self {
-            KeyRange::Single(k) => {
-                let lo = kv_key(k);
-                let mut hi = lo.clone();
-                hi.push(0);
-                Some((lo, Bound::Excluded(hi)))
-            }
+            KeyRange::Single(k) => Some((Bound::Included(k), Bound::Included(k))),
             KeyRange::Span { start, end } => Some((
-                kv_key(start),
-                Bound::Excluded(match end {
-                    Some(e) => kv_key(e),
-                    None => vec![KV + 1],
-                }),
-            )),
-            KeyRange::Empty => None,
-        }
-    }
-
-    /// Raw `[lo, hi)` over the `h` records of this range (None if empty).
-    pub(crate) fn hist_bounds(&self) -> Option<(Vec<u8>, Bound<Vec<u8>>)> {
-        let esc = |k: &[u8]| {
-            let mut v = vec![HIST];
-            escape_into(&mut v, k);
-            v
-        };
-        match self {
-            KeyRange::Single(k) => {
-                let lo = hist_key_prefix(k);
-                let mut hi = esc(k);
-                hi.extend_from_slice(&[0, 2]);
-                Some((lo, Bound::Excluded(hi)))
-            }
-            KeyRange::Span { start, end } => Some((
-                esc(start),
-                Bound::Excluded(match end {
-                    Some(e) => esc(e),
-                    None => vec![HIST + 1],
-                }),
+                Bound::Included(start),
+                end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
             )),
             KeyRange::Empty => None,
         }
@@ -355,29 +353,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hist_key_roundtrip_and_order() {
-        let keys: &[&[u8]] = &[
-            b"", b"\0", b"\0\0", b"\0\x01", b"a", b"a\0", b"a\0b", b"a\x01", b"ab", b"b",
+    fn records_roundtrip_and_rev_keys_sort_by_revision() {
+        let put = encode_put(b"a\0b", 3, 2, -7, b"value");
+        let rec = parse_record(&put).unwrap();
+        assert_eq!(rec.key, b"a\0b");
+        assert_eq!(rec.put, Some((3, 2, -7, &b"value"[..])));
+        assert_eq!(
+            rec.to_owned().into_kv(9),
+            Some(KeyValue {
+                key: b"a\0b".to_vec(),
+                create_revision: 3,
+                mod_revision: 9,
+                version: 2,
+                value: b"value".to_vec(),
+                lease: -7,
+            })
+        );
+        let empty = encode_put(b"k", 1, 1, 0, b"");
+        let empty = parse_record(&empty).unwrap();
+        assert_eq!(empty.put, Some((1, 1, 0, &b""[..])));
+        let del = encode_delete(b"k");
+        let del = parse_record(&del).unwrap();
+        assert_eq!((del.key, del.put), (&b"k"[..], None));
+        assert_eq!(del.to_owned().kind(), EventKind::Delete);
+        let revs = [
+            (1u64, 0u32),
+            (1, 1),
+            (1, 256),
+            (2, 0),
+            (256, 0),
+            (u64::MAX, 7),
         ];
-        let mut raws = Vec::new();
-        for k in keys {
-            for rev in [1u64, 2, 300] {
-                for sub in [0u32, 5] {
-                    let raw = hist_key(k, rev, sub);
-                    assert_eq!(parse_hist_key(&raw).unwrap(), (k.to_vec(), rev, sub));
-                    raws.push(raw);
-                }
-            }
-        }
-        // keys are listed in order, so the encoded records must already be sorted and
-        // the versions of one key must be contiguous.
+        let raws: Vec<_> = revs.iter().map(|&(r, s)| rev_key(r, s)).collect();
         let mut sorted = raws.clone();
         sorted.sort();
         assert_eq!(raws, sorted);
+        for (&want, raw) in revs.iter().zip(&raws) {
+            assert_eq!(parse_rev_key(raw).unwrap(), want);
+        }
     }
 
     #[test]
-    fn hist_bounds_select_exactly_the_range() {
+    fn range_bounds_select_exactly_the_range() {
         let keys: &[&[u8]] = &[b"a", b"a\0", b"a\0\0", b"ab", b"b", b"b\0", b"c"];
         let ranges: &[(&[u8], &[u8])] = &[
             (b"a", b""),
@@ -391,14 +408,9 @@ mod tests {
         for (start, end) in ranges {
             let range = KeyRange::new(start, end);
             for k in keys {
-                let raw = hist_key(k, 7, 1);
-                let in_bounds = range.hist_bounds().is_some_and(|(lo, hi)| {
-                    raw >= lo
-                        && match hi {
-                            Bound::Excluded(h) => raw < h,
-                            _ => true,
-                        }
-                });
+                let in_bounds = range
+                    .bounds()
+                    .is_some_and(|b| std::ops::RangeBounds::contains(&b, k));
                 assert_eq!(in_bounds, range.contains(k), "{start:?}..{end:?} key {k:?}");
             }
         }
@@ -417,13 +429,20 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_keys_are_errors_not_panics() {
-        assert!(parse_hist_key(b"h").is_err());
-        assert!(parse_hist_key(b"hab\0").is_err());
-        assert!(parse_hist_key(b"hab\0\x01\0").is_err());
-        assert!(parse_event_key(b"e\0").is_err());
-        assert!(parse_event_value(b"").is_err());
-        assert!(parse_event_value(b"\x07k").is_err());
+    fn corrupt_records_are_errors_not_panics() {
+        let put = encode_put(b"key", 1, 1, 0, b"v");
+        for cut in 0..29 {
+            assert!(parse_record(&put[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long_key = put.clone();
+        long_key[28] = 200;
+        assert!(parse_record(&long_key).is_err());
+        let mut del = encode_delete(b"k");
+        del.push(0);
+        assert!(parse_record(&del).is_err());
+        assert!(parse_record(b"x").is_err());
+        assert!(parse_rev_key(b"r\0").is_err());
+        assert!(parse_rev_key(b"l0123456789ab").is_err());
         assert!(parse_lease_key(b"l12").is_err());
     }
 }

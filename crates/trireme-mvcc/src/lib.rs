@@ -16,8 +16,12 @@
 //!   [`prefix_end`].
 //! - `error`: [`StorageError`] (fatal), [`CommandError`] (expected, deterministic),
 //!   [`ReadError`], [`SnapshotError`].
-//! - `keys`: the on-disk layout of the one sled tree (record prefixes, key encoding).
-//! - `view`: the tree seen through the pending writes of the apply group being built.
+//! - `keys`: the on-disk layout of the one sled tree (record prefixes, key encoding):
+//!   every key version is one record keyed by its revision, as in etcd's backend.
+//! - `index`: the in-memory key index (key -> its versions' revisions), rebuilt from
+//!   the revision records at open, like etcd's `treeIndex`.
+//! - `view`: the tree and the index seen through the pending writes of the apply
+//!   group being built.
 //! - `read`: ranges, history reads, events, leases over a view.
 //! - `apply`: executes commands into one atomic batch; `txn`: compares and txn ops.
 //! - `store`: [`Store`], the shared handle: open, apply, reads, cluster records,
@@ -27,13 +31,17 @@
 //! # Invariants
 //! - One apply group is one atomic sled batch, together with its [`AppliedState`];
 //!   re-applying an index is a no-op.
-//! - Readers never see half an apply group: the batch is written under a write lock.
+//! - Readers never see half an apply group: the batch is written, and the index takes
+//!   its changes, under one write lock.
+//! - The index lists exactly the `r` records in the tree: it changes only together
+//!   with them, and is rebuilt from them at open.
 //! - A command refused with a [`CommandError`] writes nothing, on every replica alike.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod apply;
 mod error;
+mod index;
 mod keys;
 mod read;
 mod snapshot;

@@ -2,11 +2,10 @@
 //! and leases. Used both by [`crate::Store`]'s readers and inside an apply (txn ranges
 //! and compares), where the view includes the apply group's pending writes.
 
-use std::ops::Bound;
-
 use crate::error::{ReadError, StorageError};
-use crate::keys::{self, HistRecord, KeyRange, LeaseRecord};
-use crate::types::{Event, EventKind, KeyValue, LeaseInfo, RangeRequest, RangeResponse};
+use crate::index::KeyEntry;
+use crate::keys::{self, KeyRange, LeaseRecord};
+use crate::types::{Event, KeyValue, LeaseInfo, RangeRequest, RangeResponse};
 use crate::view::View;
 
 /// The revisions a range is evaluated against.
@@ -15,8 +14,8 @@ pub(crate) struct ReadCtx {
     /// The store revision (reported in the response; reads above it are refused).
     pub current: u64,
     pub compact: u64,
-    /// The revision the `k` records reflect, if they reflect one; `None` inside a txn
-    /// that has written (they are then ahead of `current`).
+    /// The revision the live entries of the index reflect, if they reflect one; `None`
+    /// inside a txn that has written (they are then ahead of `current`).
     pub kv_revision: Option<u64>,
 }
 
@@ -95,20 +94,19 @@ fn scan_current(
     out: &mut Collector<'_>,
 ) -> Result<(), StorageError> {
     if let KeyRange::Single(k) = keys {
-        if let Some(raw) = view.get(&keys::kv_key(k))? {
-            out.push(keys::decode("kv", &raw)?);
+        if let Some(kv) = get_kv(view, k)? {
+            out.push(kv);
         }
         return Ok(());
     }
-    let Some((lo, hi)) = keys.kv_bounds() else {
-        return Ok(());
-    };
-    for item in view.scan(lo, hi) {
-        let (_, raw) = item?;
-        if out.wants_kv() {
-            out.push(keys::decode("kv", &raw)?);
-        } else {
+    for (_, entry) in view.index.range(keys) {
+        let Some(ver) = entry.live() else {
+            continue;
+        };
+        if !out.wants_kv() {
             out.count += 1;
+        } else if let Some(kv) = view.kv(ver)? {
+            out.push(kv);
         }
     }
     Ok(())
@@ -121,32 +119,17 @@ fn scan_history(
     at: u64,
     out: &mut Collector<'_>,
 ) -> Result<(), StorageError> {
-    let Some((lo, hi)) = keys.hist_bounds() else {
-        return Ok(());
-    };
-    let mut current: Option<Vec<u8>> = None;
-    let mut best: Option<(u64, sled::IVec)> = None;
-    let flush = |key: Option<Vec<u8>>, best: Option<(u64, sled::IVec)>, out: &mut Collector<'_>| {
-        if let (Some(key), Some((rev, raw))) = (key, best) {
-            let rec: HistRecord = keys::decode("history record", &raw)?;
-            if let Some(kv) = rec.into_kv(key, rev) {
-                out.push(kv);
-            }
-        }
-        Ok::<(), StorageError>(())
-    };
-    for item in view.scan(lo, hi) {
-        let (raw_key, raw) = item?;
-        let (user, rev, _sub) = keys::parse_hist_key(&raw_key)?;
-        if current.as_deref() != Some(user.as_slice()) {
-            flush(current.take(), best.take(), out)?;
-            current = Some(user);
-        }
-        if rev <= at {
-            best = Some((rev, raw));
+    for (_, entry) in view.index.range(keys) {
+        let Some(ver) = entry.at(at).filter(|v| v.put) else {
+            continue;
+        };
+        if !out.wants_kv() {
+            out.count += 1;
+        } else if let Some(kv) = view.kv(ver)? {
+            out.push(kv);
         }
     }
-    flush(current, best, out)
+    Ok(())
 }
 
 /// The live key-values in `keys`, in key order, including pending writes.
@@ -157,51 +140,65 @@ pub(crate) fn current_kvs(view: View<'_>, keys: &KeyRange) -> Result<Vec<KeyValu
     Ok(out.kvs)
 }
 
+/// A live key as the index knows it, without reading its value.
+pub(crate) struct LiveKey {
+    pub key: Vec<u8>,
+    pub lease: i64,
+}
+
+/// The live keys in `keys`, in key order, including pending writes.
+pub(crate) fn live_keys(view: View<'_>, keys: &KeyRange) -> Vec<LiveKey> {
+    view.index
+        .range(keys)
+        .filter_map(|(key, entry)| {
+            entry.live().map(|_| LiveKey {
+                key: key.to_vec(),
+                lease: entry.lease,
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn get_kv(view: View<'_>, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
-    view.get(&keys::kv_key(key))?
-        .map(|raw| keys::decode("kv", &raw))
-        .transpose()
+    match view.index.get(key).and_then(KeyEntry::live) {
+        Some(ver) => view.kv(ver),
+        None => Ok(None),
+    }
 }
 
 /// Events with revision >= `from` on keys in `keys`, in (revision, sub) order.
 pub(crate) fn events(
     tree: &sled::Tree,
+    view: View<'_>,
     from: u64,
     keys: &KeyRange,
     limit: usize,
     with_prev_kv: bool,
 ) -> Result<Vec<Event>, StorageError> {
-    let view = View::new(tree, None);
     let mut out = Vec::new();
-    let scan = view.scan(
-        keys::event_key(from, 0),
-        Bound::Excluded(vec![keys::EVENT + 1]),
-    );
+    let lo = keys::rev_key(from, 0);
+    let scan = tree.range(&lo[..]..&[keys::REV + 1][..]);
     for item in scan {
         let (raw_key, raw) = item?;
-        let (rev, sub) = keys::parse_event_key(&raw_key)?;
-        let (kind, key) = keys::parse_event_value(&raw)?;
-        if !keys.contains(&key) {
+        let (rev, sub) = keys::parse_rev_key(&raw_key)?;
+        let rec = keys::parse_record(&raw)?;
+        if !keys.contains(rec.key) {
             continue;
         }
-        let kv = match kind {
-            EventKind::Put => {
-                let raw = tree.get(keys::hist_key(&key, rev, sub))?.ok_or_else(|| {
-                    StorageError::corrupt("event", format!("no version for {rev}.{sub}"))
-                })?;
-                let rec: HistRecord = keys::decode("history record", &raw)?;
-                rec.into_kv(key.clone(), rev).ok_or_else(|| {
-                    StorageError::corrupt("event", format!("put {rev}.{sub} is a tombstone"))
-                })?
-            }
-            EventKind::Delete => KeyValue {
-                key: key.clone(),
-                mod_revision: rev,
-                ..KeyValue::default()
-            },
-        };
+        let rec = rec.to_owned();
+        let kind = rec.kind();
+        let key = rec.key.clone();
+        let kv = rec.into_kv(rev).unwrap_or_else(|| KeyValue {
+            key: key.clone(),
+            mod_revision: rev,
+            ..KeyValue::default()
+        });
         let prev_kv = if with_prev_kv {
-            prev_version(tree, &key, rev, sub)?
+            let prev = view.index.get(&key).and_then(|e| e.before(rev, sub));
+            match prev.filter(|v| v.put) {
+                Some(ver) => view.kv(ver)?,
+                None => None,
+            }
         } else {
             None
         };
@@ -211,24 +208,6 @@ pub(crate) fn events(
         }
     }
     Ok(out)
-}
-
-/// The version of `key` just before (rev, sub), if it is kept and not a deletion.
-fn prev_version(
-    tree: &sled::Tree,
-    key: &[u8],
-    rev: u64,
-    sub: u32,
-) -> Result<Option<KeyValue>, StorageError> {
-    let lo = keys::hist_key_prefix(key);
-    let hi = keys::hist_key(key, rev, sub);
-    let Some(item) = tree.range(lo..hi).next_back() else {
-        return Ok(None);
-    };
-    let (raw_key, raw) = item?;
-    let (_, prev_rev, _) = keys::parse_hist_key(&raw_key)?;
-    let rec: HistRecord = keys::decode("history record", &raw)?;
-    Ok(rec.into_kv(key.to_vec(), prev_rev))
 }
 
 pub(crate) fn lease(view: View<'_>, id: i64) -> Result<Option<LeaseInfo>, StorageError> {

@@ -109,7 +109,7 @@ impl Store {
         out.inner.write_all(&crc.to_be_bytes())?;
         out.inner.flush()?;
         Ok(SnapshotInfo {
-            applied: state.applied.clone(),
+            applied: state.state.applied.clone(),
             bytes: out.bytes + 4,
             records,
         })

@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 
 use crate::apply::Applier;
 use crate::error::{CommandError, ReadError, StorageError};
+use crate::index::{self, Index};
 use crate::keys::{self, KeyRange};
 use crate::read::{self, ReadCtx};
 use crate::types::{
@@ -37,17 +38,25 @@ pub struct Store {
     /// Serializes appliers, so a batch can be built without blocking readers.
     apply_lock: Mutex<()>,
     /// Readers hold it shared; an apply holds it exclusively only while sled applies the
-    /// batch, so no reader ever sees half a batch (sled scans are not snapshots).
-    state: RwLock<State>,
+    /// batch and the index takes its changes, so no reader ever sees half a batch (sled
+    /// scans are not snapshots).
+    state: RwLock<Shared>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("dir", &self.dir)
-            .field("state", &*self.read_state())
+            .field("state", &self.read_state().state)
             .finish_non_exhaustive()
     }
+}
+
+/// What the lock guards: the meta records' copy and the key index.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub state: State,
+    pub index: Index,
 }
 
 /// In-memory copy of the meta records, changed only together with them.
@@ -88,6 +97,7 @@ impl Store {
             None => return Err(StorageError::corrupt("format version", "missing")),
         }
         let state = load_state(&tree)?;
+        let index = index::rebuild(&tree)?;
         let db_file = File::open(dir.join("db"))?;
         Ok(Store {
             db,
@@ -95,17 +105,17 @@ impl Store {
             dir: dir.to_path_buf(),
             db_file,
             apply_lock: Mutex::new(()),
-            state: RwLock::new(state),
+            state: RwLock::new(Shared { state, index }),
         })
     }
 
-    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, Shared> {
         // A panic never leaves `State` half-updated (it is replaced after the batch), so
         // a poisoned lock still guards consistent data.
         self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+    fn write_state(&self) -> RwLockWriteGuard<'_, Shared> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -117,16 +127,16 @@ impl Store {
 
     /// Current store revision, 0 for an empty store.
     pub fn revision(&self) -> u64 {
-        self.read_state().revision
+        self.read_state().state.revision
     }
 
     /// Revision of the last compaction, 0 if never compacted.
     pub fn compact_revision(&self) -> u64 {
-        self.read_state().compact_revision
+        self.read_state().state.compact_revision
     }
 
     pub fn applied(&self) -> AppliedState {
-        self.read_state().applied.clone()
+        self.read_state().state.applied.clone()
     }
 
     /// Applies committed entries in order, all in ONE sled batch together with the new
@@ -135,8 +145,16 @@ impl Store {
     /// `conf_state: Some(..)` replaces the stored conf state. One result per entry.
     pub fn apply_batch(&self, entries: &[ApplyEntry]) -> Result<Vec<ApplyResult>, StorageError> {
         let _applying = self.lock_apply();
-        let start = self.read_state().clone();
-        let mut applier = Applier::new(&self.tree, start.revision, start.compact_revision);
+        // Only appliers change the index, and they are serialized: reading it under the
+        // shared lock while the batch is built lets readers go on meanwhile.
+        let shared = self.read_state();
+        let start = shared.state.clone();
+        let mut applier = Applier::new(
+            &self.tree,
+            &shared.index,
+            start.revision,
+            start.compact_revision,
+        );
         let mut applied = start.applied.clone();
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -167,21 +185,29 @@ impl Store {
             compact_revision: applier.compact_revision,
             applied: applied.clone(),
         };
-        let batch = applier.into_batch(&applied)?;
-        let mut state = self.write_state();
+        let (batch, touched) = applier.into_batch(&applied)?;
+        drop(shared);
+        let mut shared = self.write_state();
         self.tree.apply_batch(batch)?;
-        *state = new_state;
+        shared.state = new_state;
+        for (key, entry) in touched {
+            match entry {
+                Some(e) => shared.index.insert(key, e),
+                None => shared.index.remove(&key),
+            };
+        }
         Ok(results)
     }
 
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, ReadError> {
-        let state = self.read_state();
+        let shared = self.read_state();
+        let state = &shared.state;
         let ctx = ReadCtx {
             current: state.revision,
             compact: state.compact_revision,
             kv_revision: Some(state.revision),
         };
-        read::range(View::new(&self.tree, None), req, ctx)
+        read::range(View::committed(&self.tree, &shared.index), req, ctx)
     }
 
     /// Events with revision >= `from_revision` whose key is in `[key, range_end)` (etcd
@@ -196,15 +222,16 @@ impl Store {
         limit: usize,
         with_prev_kv: bool,
     ) -> Result<Vec<Event>, ReadError> {
-        let state = self.read_state();
-        if from_revision < state.compact_revision {
+        let shared = self.read_state();
+        if from_revision < shared.state.compact_revision {
             return Err(ReadError::Compacted {
-                compact_revision: state.compact_revision,
+                compact_revision: shared.state.compact_revision,
             });
         }
         let keys = KeyRange::new(key, range_end);
         Ok(read::events(
             &self.tree,
+            View::committed(&self.tree, &shared.index),
             from_revision,
             &keys,
             limit,
@@ -213,14 +240,14 @@ impl Store {
     }
 
     pub fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, StorageError> {
-        let _state = self.read_state();
-        read::lease(View::new(&self.tree, None), id)
+        let shared = self.read_state();
+        read::lease(View::committed(&self.tree, &shared.index), id)
     }
 
     /// Every lease, in id order.
     pub fn leases(&self) -> Result<Vec<LeaseInfo>, StorageError> {
-        let _state = self.read_state();
-        read::leases(View::new(&self.tree, None))
+        let shared = self.read_state();
+        read::leases(View::committed(&self.tree, &shared.index))
     }
 
     /// Every cluster record (key without the store's prefix, value), in key order,
@@ -235,7 +262,7 @@ impl Store {
             let key = k.get(1..).unwrap_or_default().to_vec();
             records.push((key, v.to_vec()));
         }
-        Ok((state.applied.clone(), records))
+        Ok((state.state.applied.clone(), records))
     }
 
     /// crc32 of all MVCC data (every kept version, events, leases, revision, compact

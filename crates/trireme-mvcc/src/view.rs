@@ -1,6 +1,6 @@
-//! [`View`]: the sled tree seen through the pending writes of the apply group being
-//! built, so that an entry sees the writes of the entries before it in the same batch.
-//! Readers outside an apply use a view with no overlay.
+//! [`View`]: the sled tree and the key index seen through the pending writes of the
+//! apply group being built, so that an entry sees the writes of the entries before it
+//! in the same batch. Readers outside an apply use a view with no overlay.
 
 use std::collections::btree_map;
 use std::collections::BTreeMap;
@@ -10,6 +10,9 @@ use std::ops::Bound;
 use sled::IVec;
 
 use crate::error::StorageError;
+use crate::index::{Index, IndexView, Ver};
+use crate::keys;
+use crate::types::KeyValue;
 
 /// Raw key -> new value (`None`: removed), not yet written to sled.
 pub(crate) type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -18,11 +21,43 @@ pub(crate) type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 pub(crate) struct View<'a> {
     tree: &'a sled::Tree,
     pending: Option<&'a Pending>,
+    pub index: IndexView<'a>,
 }
 
 impl<'a> View<'a> {
-    pub(crate) fn new(tree: &'a sled::Tree, pending: Option<&'a Pending>) -> Self {
-        View { tree, pending }
+    /// The committed state: no overlay.
+    pub(crate) fn committed(tree: &'a sled::Tree, index: &'a Index) -> Self {
+        View {
+            tree,
+            pending: None,
+            index: IndexView {
+                base: index,
+                touched: None,
+            },
+        }
+    }
+
+    pub(crate) fn new(
+        tree: &'a sled::Tree,
+        pending: Option<&'a Pending>,
+        index: IndexView<'a>,
+    ) -> Self {
+        View {
+            tree,
+            pending,
+            index,
+        }
+    }
+
+    /// The key-value version `ver` of `key` holds, `None` for a deletion.
+    pub(crate) fn kv(&self, ver: Ver) -> Result<Option<KeyValue>, StorageError> {
+        let raw = self.get(&keys::rev_key(ver.rev, ver.sub))?.ok_or_else(|| {
+            StorageError::corrupt(
+                "key index",
+                format!("no record for revision {}.{}", ver.rev, ver.sub),
+            )
+        })?;
+        Ok(keys::parse_record(&raw)?.to_owned().into_kv(ver.rev))
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<IVec>, StorageError> {
@@ -114,7 +149,12 @@ mod tests {
         p.insert(b"c".to_vec(), None);
         p.insert(b"e".to_vec(), Some(b"E".to_vec()));
         p.insert(b"h".to_vec(), Some(b"H".to_vec()));
-        let view = View::new(&tree, Some(&p));
+        let index = Index::new();
+        let iv = IndexView {
+            base: &index,
+            touched: None,
+        };
+        let view = View::new(&tree, Some(&p), iv);
         let got: Vec<(String, String)> = view
             .scan(b"a".to_vec(), Bound::Excluded(b"h".to_vec()))
             .map(|r| {
@@ -134,7 +174,7 @@ mod tests {
         assert_eq!(view.get(b"c").unwrap(), None);
         assert_eq!(view.get(b"e").unwrap().unwrap().as_ref(), b"E");
         assert_eq!(view.get(b"g").unwrap().unwrap().as_ref(), b"g");
-        let plain = View::new(&tree, None);
+        let plain = View::committed(&tree, &index);
         assert_eq!(plain.scan(b"a".to_vec(), Bound::Unbounded).count(), 4);
     }
 }

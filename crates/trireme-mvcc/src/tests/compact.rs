@@ -113,22 +113,41 @@ fn compaction_keeps_what_reads_at_or_after_it_need() {
     // b's delete at 4 lost its previous version; a's put at 6 keeps its (rev 3).
     assert_eq!(ev[0].prev_kv, None);
     assert_eq!(ev[2].prev_kv, Some(kv("a", "2", 1, 3, 2)));
-    // Exactly what is needed remains: a@3, a@6, c@5 versions; b is gone.
-    let hist = f
+    // Exactly what is needed remains: a@3, a@6, c@5, and b's deletion at 4 (the
+    // compaction revision: a watch from 4 still sees it); b's put is gone.
+    let records = f
         .store
         .tree
-        .scan_prefix(b"h")
-        .map(|r| crate::keys::parse_hist_key(&r.unwrap().0).unwrap())
-        .map(|(k, rev, _)| (String::from_utf8(k).unwrap(), rev))
+        .scan_prefix(b"r")
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            let (rev, _) = crate::keys::parse_rev_key(&k).unwrap();
+            let rec = crate::keys::parse_record(&v).unwrap();
+            (
+                String::from_utf8(rec.key.to_vec()).unwrap(),
+                rev,
+                rec.put.is_some(),
+            )
+        })
         .collect::<Vec<_>>();
-    assert_eq!(
-        hist,
-        [
-            ("a".to_string(), 3),
-            ("a".to_string(), 6),
-            ("c".to_string(), 5)
-        ]
-    );
+    let want = [
+        ("a", 3, true),
+        ("b", 4, false),
+        ("c", 5, true),
+        ("a", 6, true),
+    ];
+    let want: Vec<_> = want
+        .iter()
+        .map(|&(k, r, p)| (k.to_string(), r, p))
+        .collect();
+    assert_eq!(records, want);
+    // The next compaction drops the deletion and b leaves the index.
+    f.apply_all(vec![Command::Compact { revision: 5 }]);
+    let has_b = |f: &Fixture| f.store.read_state().index.contains_key(&b"b"[..]);
+    assert!(!has_b(&f));
+    f.reopen();
+    assert!(!has_b(&f));
+    assert_eq!(f.store.events(5, b"a", b"\0", 0, false).unwrap().len(), 2);
 }
 
 #[test]
