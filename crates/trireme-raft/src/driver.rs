@@ -162,6 +162,9 @@ where
         max_inflight_msgs: config.max_inflight_msgs,
         check_quorum: true,
         pre_vote: true,
+        // One append message per follower per Ready, not one per proposal: under load
+        // that is most of the messages (and their acknowledgements) a write costs.
+        batch_append: true,
         max_uncommitted_size: config.max_uncommitted_size,
         ..Default::default()
     };
@@ -981,13 +984,25 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             removed: self.removed,
             stopped: false,
         };
+        // Waiters are told about changes of role, leadership, membership and the
+        // node's life; the indexes and progress move with every write and are only
+        // updated in place (readers of `status()` still see them), so that a write
+        // does not wake every subscriber's thread.
         self.status.send_if_modified(|s| {
             if *s == status {
-                false
-            } else {
-                *s = status;
-                true
+                return false;
             }
+            let notify = s.term != status.term
+                || s.leader_id != status.leader_id
+                || s.role != status.role
+                || s.voters != status.voters
+                || s.voters_outgoing != status.voters_outgoing
+                || s.learners != status.learners
+                || s.failed != status.failed
+                || s.removed != status.removed
+                || s.stopped != status.stopped;
+            *s = status;
+            notify
         });
     }
 

@@ -497,6 +497,18 @@ impl LogStore {
         hard_state: Option<&HardState>,
         sync: bool,
     ) -> Result<(), StorageError> {
+        if entries.is_empty() && !sync {
+            // Only the commit index moved (a term or vote change must sync): keep it in
+            // memory, as `set_commit` does, instead of writing a record.
+            match hard_state {
+                None => return Ok(()),
+                Some(hs) if hs.term == self.hard_state.term && hs.vote == self.hard_state.vote => {
+                    self.set_commit(hs.commit);
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+        }
         if let Some(first) = entries.first() {
             if first.index <= self.snap_index {
                 return Err(corrupt(format!(
@@ -704,6 +716,27 @@ mod tests {
         e.term = term;
         e.data = format!("e{index}").into_bytes().into();
         e
+    }
+
+    #[test]
+    fn a_commit_only_hard_state_is_kept_in_memory_and_a_term_change_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = LogStore::open(dir.path()).unwrap();
+        let mut hs = HardState::default();
+        hs.term = 1;
+        hs.vote = 1;
+        s.append(&[entry(1, 1), entry(2, 1)], Some(&hs), true)
+            .unwrap();
+        let len = s.len;
+        hs.commit = 2;
+        s.append(&[], Some(&hs), false).unwrap();
+        assert_eq!((s.len, s.hard_state().commit), (len, 2));
+        hs.term = 2;
+        s.append(&[], Some(&hs), false).unwrap();
+        assert!(s.len > len, "a new term is written");
+        drop(s);
+        let s = LogStore::open(dir.path()).unwrap();
+        assert_eq!((s.hard_state().term, s.hard_state().commit), (2, 2));
     }
 
     #[test]

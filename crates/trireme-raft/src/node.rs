@@ -450,7 +450,9 @@ impl<O: Send + 'static> NodeHandle<O> {
         self.status.borrow().term
     }
 
-    /// A receiver that changes with every published status.
+    /// A receiver woken when the role, term, leader, membership, `failed`, `removed` or
+    /// `stopped` change. The indexes and progress are updated in place without waking
+    /// it: poll [`NodeHandle::status`] for those.
     pub fn subscribe(&self) -> watch::Receiver<NodeStatus> {
         self.status.clone()
     }
