@@ -35,6 +35,18 @@ fn next_key(state: &mut u64) -> u64 {
     *state % KEYS
 }
 
+/// This process's resident memory, from /proc (Linux only; "?" elsewhere).
+fn rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.trim_start_matches("VmRSS:").trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(dir.path()).expect("open store");
@@ -50,8 +62,9 @@ fn main() {
         store.apply_batch(&batch).expect("apply");
     }
     println!(
-        "load {KEYS} keys: {:.0} puts/s",
-        KEYS as f64 / started.elapsed().as_secs_f64()
+        "load {KEYS} keys: {:.0} puts/s, RSS {}",
+        KEYS as f64 / started.elapsed().as_secs_f64(),
+        rss()
     );
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     for batch in [1usize, 16, 64] {
@@ -67,8 +80,9 @@ fn main() {
             puts += batch as u64;
         }
         println!(
-            "overwrite, batch {batch:>3}: {:.0} puts/s",
-            puts as f64 / started.elapsed().as_secs_f64()
+            "overwrite, batch {batch:>3}: {:.0} puts/s, RSS {}",
+            puts as f64 / started.elapsed().as_secs_f64(),
+            rss()
         );
     }
 }

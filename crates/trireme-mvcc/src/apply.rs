@@ -1,5 +1,5 @@
 //! [`Applier`]: executes commands of one apply group into an in-memory overlay of
-//! pending writes, which [`crate::Store::apply_batch`] then writes as ONE sled batch.
+//! pending writes, which [`crate::Store::apply_batch`] then writes as one atomic group.
 //!
 //! Each command runs against the overlay, so it sees the writes of the entries before it
 //! in the group. A command refused with a [`CommandError`] is rolled back from an undo
@@ -10,8 +10,8 @@ use crate::index::{Index, IndexView, KeyEntry, Touched};
 use crate::keys::{self, KeyRange, LeaseRecord};
 use crate::read::{self, LiveKey};
 use crate::types::{
-    AppliedState, ApplyResult, Command, CommandResult, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse,
+    ApplyResult, Command, CommandResult, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse,
 };
 use crate::view::{Pending, View};
 
@@ -340,31 +340,27 @@ impl<'a> Applier<'a> {
         Ok(CommandResult::LeaseRevoke { revision })
     }
 
-    /// Ends the group: the pending writes plus the new meta records as one sled batch,
-    /// and the index entries it changed.
-    pub(crate) fn into_batch(
-        mut self,
-        applied: &AppliedState,
-    ) -> Result<(sled::Batch, Touched), StorageError> {
-        self.pending.insert(
-            keys::META_REVISION.to_vec(),
-            Some(self.revision.to_be_bytes().to_vec()),
-        );
-        self.pending.insert(
-            keys::META_COMPACT.to_vec(),
-            Some(self.compact_revision.to_be_bytes().to_vec()),
-        );
-        self.pending.insert(
-            keys::META_APPLIED.to_vec(),
-            Some(keys::encode("applied state", applied)?),
-        );
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.pending {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
+    /// Ends the group: its record writes in key order, whether they only add new
+    /// revision records (see [`Group::appends_only`]), and the index entries it changed.
+    pub(crate) fn finish_group(self) -> Group {
+        let appends_only = self
+            .pending
+            .iter()
+            .all(|(k, v)| k.first() == Some(&keys::REV) && v.is_some());
+        Group {
+            writes: self.pending,
+            appends_only,
+            touched: self.touched,
         }
-        Ok((batch, self.touched))
     }
+}
+
+/// What an apply group writes, before its meta-state record.
+pub(crate) struct Group {
+    pub writes: Pending,
+    /// Every write adds a new `r` record, above the store revision: nothing existing
+    /// is changed, so a crash in the middle is undone by dropping the records above
+    /// the recovered revision.
+    pub appends_only: bool,
+    pub touched: Touched,
 }

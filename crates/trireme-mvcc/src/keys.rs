@@ -1,9 +1,9 @@
 //! The on-disk layout: every record lives in ONE sled tree, told apart by a one-byte
-//! prefix, so that one apply group is one atomic sled batch.
+//! prefix, so that an apply group can be one atomic sled batch.
 //!
 //! | prefix | key                                   | value                          |
 //! |--------|---------------------------------------|--------------------------------|
-//! | `m`    | meta name                             | u64 BE or postcard             |
+//! | `m`    | meta name                             | u64 BE (format) or postcard    |
 //! | `r`    | rev BE u64, sub BE u32                | [`RevRecord`] (see its encoding) |
 //! | `l`    | lease id (order-preserving u64)       | [`LeaseRecord`] (postcard)     |
 //! | `a`    | lease id, user key                    | empty (attachment)             |
@@ -28,10 +28,11 @@ pub(crate) const ATTACH: u8 = b'a';
 pub(crate) const CLUSTER: u8 = b'c';
 
 pub(crate) const META_FORMAT: &[u8] = b"mformat";
-pub(crate) const META_REVISION: &[u8] = b"mrevision";
-pub(crate) const META_COMPACT: &[u8] = b"mcompact";
-/// Excluded from [`crate::Store::hash`]: replicas differ in it.
-pub(crate) const META_APPLIED: &[u8] = b"mapplied";
+/// The store revision, compact revision and [`crate::AppliedState`], in ONE record:
+/// writing it commits an apply group (see [`crate::Store::apply_batch`]). Excluded
+/// from [`crate::Store::hash`] (replicas differ in the applied index), which hashes
+/// the two revisions on their own.
+pub(crate) const META_STATE: &[u8] = b"mstate";
 /// 1 was the layout with a latest-value record per key and history keyed by user key.
 pub(crate) const FORMAT_VERSION: u64 = 2;
 

@@ -23,13 +23,15 @@
 //! - `view`: the tree and the index seen through the pending writes of the apply
 //!   group being built.
 //! - `read`: ranges, history reads, events, leases over a view.
-//! - `apply`: executes commands into one atomic batch; `txn`: compares and txn ops.
+//! - `apply`: executes commands into one group of writes; `txn`: compares and txn ops.
 //! - `store`: [`Store`], the shared handle: open, apply, reads, cluster records,
 //!   hash, sync.
 //! - `snapshot`: [`Store::write_snapshot`] and [`Store::restore`].
 //!
 //! # Invariants
-//! - One apply group is one atomic sled batch, together with its [`AppliedState`];
+//! - One apply group is atomic, together with its [`AppliedState`]: one sled batch, or,
+//!   when it only appends revision records, plain inserts committed by the meta-state
+//!   record written last (`open` drops records above the recovered revision);
 //!   re-applying an index is a no-op.
 //! - Readers never see half an apply group: the batch is written, and the index takes
 //!   its changes, under one write lock.

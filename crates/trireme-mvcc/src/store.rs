@@ -23,7 +23,7 @@ pub(crate) const TREE: &str = "trireme-mvcc";
 
 /// The MVCC key-value state machine on sled. `Send + Sync`; every method takes `&self`.
 ///
-/// Durability: [`Store::apply_batch`] writes one atomic sled batch, which sled persists
+/// Durability: [`Store::apply_batch`] writes one atomic group, which sled persists
 /// on its own schedule; only [`Store::sync`] makes everything applied so far durable.
 /// After a crash the store comes back at some applied index at or after the last sync,
 /// with exactly the state that index produced.
@@ -59,8 +59,9 @@ pub(crate) struct Shared {
     pub index: Index,
 }
 
-/// In-memory copy of the meta records, changed only together with them.
-#[derive(Clone, Debug, Default)]
+/// The meta-state record ([`keys::META_STATE`]) and its in-memory copy, changed only
+/// together.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct State {
     pub revision: u64,
     pub compact_revision: u64,
@@ -97,6 +98,15 @@ impl Store {
             None => return Err(StorageError::corrupt("format version", "missing")),
         }
         let state = load_state(&tree)?;
+        let dropped = drop_uncommitted(&tree, state.revision)?;
+        if dropped > 0 {
+            tracing::info!(
+                dir = %dir.display(),
+                records = dropped,
+                revision = state.revision,
+                "dropped the records of an apply group cut by a crash"
+            );
+        }
         let index = index::rebuild(&tree)?;
         let db_file = File::open(dir.join("db"))?;
         Ok(Store {
@@ -139,7 +149,7 @@ impl Store {
         self.read_state().state.applied.clone()
     }
 
-    /// Applies committed entries in order, all in ONE sled batch together with the new
+    /// Applies committed entries in order, all in ONE atomic group together with the new
     /// [`AppliedState`]. An entry whose index is <= the applied index is skipped with
     /// `Err(CommandError::AlreadyApplied)`; `command: None` only moves the applied index;
     /// `conf_state: Some(..)` replaces the stored conf state. One result per entry.
@@ -183,14 +193,37 @@ impl Store {
         let new_state = State {
             revision: applier.revision,
             compact_revision: applier.compact_revision,
-            applied: applied.clone(),
+            applied,
         };
-        let (batch, touched) = applier.into_batch(&applied)?;
+        let group = applier.finish_group();
+        let meta = keys::encode("meta state", &new_state)?;
         drop(shared);
         let mut shared = self.write_state();
-        self.tree.apply_batch(batch)?;
+        if group.appends_only {
+            // Plain inserts, the meta state last. sled recovers its log in order up to
+            // the first torn write, so after a crash either the meta state is there
+            // (and every record before it), or the records that made it are above the
+            // recovered revision and `open` drops them. A sled batch would make the
+            // group atomic too, but each one forces sled to seal and write an IO buffer.
+            for (k, v) in group.writes {
+                if let Some(v) = v {
+                    self.tree.insert(k, v)?;
+                }
+            }
+            self.tree.insert(keys::META_STATE, meta)?;
+        } else {
+            let mut batch = sled::Batch::default();
+            for (k, v) in group.writes {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            batch.insert(keys::META_STATE, meta);
+            self.tree.apply_batch(batch)?;
+        }
         shared.state = new_state;
-        for (key, entry) in touched {
+        for (key, entry) in group.touched {
             match entry {
                 Some(e) => shared.index.insert(key, e),
                 None => shared.index.remove(&key),
@@ -270,11 +303,13 @@ impl Store {
     /// records: replicas that applied the same entries, or restored the same snapshot,
     /// have the same hash.
     pub fn hash(&self) -> Result<u32, StorageError> {
-        let _state = self.read_state();
+        let shared = self.read_state();
         let mut h = crc32fast::Hasher::new();
+        h.update(&shared.state.revision.to_be_bytes());
+        h.update(&shared.state.compact_revision.to_be_bytes());
         for item in self.tree.iter() {
             let (k, v) = item?;
-            if k.as_ref() == keys::META_APPLIED || k.first() == Some(&keys::CLUSTER) {
+            if k.as_ref() == keys::META_STATE || k.first() == Some(&keys::CLUSTER) {
                 continue;
             }
             h.update(&(k.len() as u64).to_be_bytes());
@@ -304,19 +339,28 @@ impl Store {
 }
 
 fn load_state(tree: &sled::Tree) -> Result<State, StorageError> {
-    let u64_meta = |name: &'static [u8], what: &'static str| -> Result<u64, StorageError> {
-        tree.get(name)?
-            .map(|raw| keys::decode_u64(what, &raw))
-            .transpose()
-            .map(Option::unwrap_or_default)
+    match tree.get(keys::META_STATE)? {
+        Some(raw) => keys::decode("meta state", &raw),
+        None => Ok(State::default()),
+    }
+}
+
+/// Removes the `r` records above the store revision: what an apply group that was
+/// cut by a crash before its meta-state record had appended. Returns how many.
+fn drop_uncommitted(tree: &sled::Tree, revision: u64) -> Result<usize, StorageError> {
+    let Some(next) = revision.checked_add(1) else {
+        return Ok(0);
     };
-    let applied = match tree.get(keys::META_APPLIED)? {
-        Some(raw) => keys::decode("applied state", &raw)?,
-        None => AppliedState::default(),
-    };
-    Ok(State {
-        revision: u64_meta(keys::META_REVISION, "revision")?,
-        compact_revision: u64_meta(keys::META_COMPACT, "compact revision")?,
-        applied,
-    })
+    let lo = keys::rev_key(next, 0);
+    let mut dropped = 0;
+    for item in tree.range(&lo[..]..&[keys::REV + 1][..]) {
+        let (k, _) = item?;
+        tree.remove(k)?;
+        dropped += 1;
+    }
+    if dropped > 0 {
+        // Make the removal durable before anything is appended after it.
+        tree.flush()?;
+    }
+    Ok(dropped)
 }
