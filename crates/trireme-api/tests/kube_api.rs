@@ -339,3 +339,32 @@ async fn a_watch_from_a_compacted_revision_gets_410_expired_as_an_error_event() 
     assert_eq!(event["type"], "ERROR");
     assert_status(&event["object"], 410, "Expired");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_need_a_live_namespace() {
+    let f = fixture().await;
+    ready(&f).await;
+    let (s, v) = json_call(
+        &f,
+        "POST",
+        "/api/v1/namespaces/nope/configmaps",
+        Some(cm("a")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_status(&v, 404, "NotFound");
+    // A namespace held by a finalizer is being terminated: nothing new goes in.
+    let ns = json!({"metadata": {"name": "closing", "finalizers": ["example.com/hold"]}});
+    let (s, _) = json_call(&f, "POST", "/api/v1/namespaces", Some(ns)).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let path = "/api/v1/namespaces/closing/configmaps";
+    assert_eq!(
+        json_call(&f, "POST", path, Some(cm("before"))).await.0,
+        StatusCode::CREATED
+    );
+    let (s, v) = json_call(&f, "DELETE", "/api/v1/namespaces/closing", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = json_call(&f, "POST", path, Some(cm("after"))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_status(&v, 403, "Forbidden");
+}

@@ -91,7 +91,13 @@ impl Store {
             Some(raw) => {
                 let v = keys::decode_u64("format version", &raw)?;
                 if v != keys::FORMAT_VERSION {
-                    return Err(StorageError::corrupt("format version", format!("{v}")));
+                    return Err(StorageError::corrupt(
+                        "format version",
+                        format!(
+                            "{v}, this build reads {}: start this replica with an empty data dir",
+                            keys::FORMAT_VERSION
+                        ),
+                    ));
                 }
             }
             None if tree.is_empty() => {

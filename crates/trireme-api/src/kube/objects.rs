@@ -117,6 +117,14 @@ pub struct Objects<'a> {
 
 impl Objects<'_> {
     async fn read_key(&self, key: &str) -> Result<Option<KeyValue>, KubeError> {
+        self.read_key_with(key, Consistency::Linearizable).await
+    }
+
+    async fn read_key_with(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<KeyValue>, KubeError> {
         let r = self
             .store
             .range(
@@ -124,10 +132,42 @@ impl Objects<'_> {
                     key: key.as_bytes().to_vec(),
                     ..Default::default()
                 },
-                Consistency::Linearizable,
+                consistency,
             )
             .await?;
         Ok(r.kvs.into_iter().next())
+    }
+
+    /// Refuses a create in namespace `ns` when it does not exist or is being deleted.
+    /// Like kube-apiserver's NamespaceLifecycle admission, it trusts the local copy
+    /// when that says the namespace is there and live (a create racing the namespace's
+    /// deletion can slip in, as it can there), and asks the quorum otherwise, so a
+    /// namespace just created through another replica is found.
+    async fn check_namespace_open(&self, ns: &str) -> Result<(), KubeError> {
+        let key = resources::namespaces().key(None, ns);
+        let live = |kv: &KeyValue| -> Result<bool, KubeError> {
+            let obj = decode(resources::namespaces(), kv, kv.mod_revision)?;
+            Ok(meta_str(&obj, "deletionTimestamp").is_none())
+        };
+        if let Some(kv) = self.read_key_with(&key, Consistency::Serializable).await? {
+            if live(&kv)? {
+                return Ok(());
+            }
+        }
+        let kv = self
+            .read_key(&key)
+            .await?
+            .ok_or_else(|| KubeError::not_found("namespaces", "", ns))?;
+        if !live(&kv)? {
+            return Err(KubeError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub async fn get(
@@ -301,18 +341,7 @@ impl Objects<'_> {
         Self::check_name(res, &name)?;
         if res.namespaced {
             if let Some(ns) = ns {
-                let ns_obj = self
-                    .read_key(&resources::namespaces().key(None, ns))
-                    .await?
-                    .ok_or_else(|| KubeError::not_found("namespaces", "", ns))?;
-                let ns_obj = decode(resources::namespaces(), &ns_obj, ns_obj.mod_revision)?;
-                if meta_str(&ns_obj, "deletionTimestamp").is_some() {
-                    return Err(KubeError::new(
-                        axum::http::StatusCode::FORBIDDEN,
-                        "Forbidden",
-                        format!("unable to create new content in namespace {ns} because it is being terminated"),
-                    ));
-                }
+                self.check_namespace_open(ns).await?;
             }
         }
         let m = metadata_mut(&mut body);

@@ -180,3 +180,21 @@ fn a_group_that_changes_existing_records_is_one_sled_batch_and_survives_reopen()
     assert_eq!(f.store.lease(7).unwrap().map(|l| l.ttl_seconds), Some(5));
     assert_eq!(f.get("a"), Some(kv("a", "2", 1, 2, 2)));
 }
+
+#[test]
+fn a_store_of_another_format_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree(crate::store::TREE).unwrap();
+        tree.insert(crate::keys::META_FORMAT, &1u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("format version: 1, this build reads 2"),
+        "{err}"
+    );
+    assert!(err.contains("empty data dir"), "{err}");
+}
