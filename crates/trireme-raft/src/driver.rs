@@ -220,8 +220,12 @@ where
         last_probe: 0,
         to_apply: Vec::new(),
         to_apply_since: None,
+        syncer: None,
         config,
     };
+    if let Some(sync) = driver.sm.background_sync() {
+        driver.syncer = Some(Syncer::start(driver.id, sync)?);
+    }
     driver.term = driver.raw.raft.term;
     driver.publish_status(None);
     std::thread::Builder::new()
@@ -288,6 +292,54 @@ struct Driver<SM: StateMachine, T> {
     /// state machine batch covers several Readys.
     to_apply: Vec<Entry>,
     to_apply_since: Option<Instant>,
+    /// The state machine's background sync, when it has one.
+    syncer: Option<Syncer>,
+}
+
+/// A thread that syncs the state machine before the log is compacted (see
+/// [`StateMachine::background_sync`]): it takes the applied index at the request and
+/// answers with it once everything up to there is durable.
+struct Syncer {
+    requests: Option<crossbeam_channel::Sender<u64>>,
+    done: Receiver<(u64, Result<(), String>)>,
+    in_flight: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(
+        node: u64,
+        mut sync: crate::state_machine::BackgroundSync,
+    ) -> Result<Syncer, StartError> {
+        let (requests, rx) = crossbeam_channel::bounded::<u64>(1);
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("sm-sync-{node}"))
+            .spawn(move || {
+                // Ends when the driver (the only sender) is gone.
+                while let Ok(index) = rx.recv() {
+                    if done_tx.send((index, sync())).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(StartError::Spawn)?;
+        Ok(Syncer {
+            requests: Some(requests),
+            done,
+            in_flight: false,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ends the thread (after the sync it is running, if any), so that what it holds
+    /// of the state machine is released.
+    fn stop(&mut self) {
+        self.requests = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl<SM: StateMachine, T: Transport> Driver<SM, T> {
@@ -301,6 +353,10 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             }
         };
         if failure.is_none() {
+            // Wait for a background sync first: `sync` must not run beside it.
+            if let Err(Fatal(e)) = self.sync_done(true) {
+                tracing::error!(node = self.id, "background state machine sync failed: {e}");
+            }
             if let Err(e) = self.sm.sync() {
                 tracing::error!(node = self.id, "final state machine sync failed: {e}");
             }
@@ -309,6 +365,9 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         self.publish_status(failure);
         self.status.send_modify(|s| s.stopped = true);
         // Release the log and the state machine before telling the caller we are gone.
+        if let Some(s) = self.syncer.as_mut() {
+            s.stop();
+        }
         let Driver { raw, sm, .. } = self;
         drop(raw);
         drop(sm);
@@ -846,6 +905,9 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), Fatal> {
         // Entries committed before the snapshot first, so the order of applies holds.
         self.flush_apply()?;
+        // A background sync must not run into the restore (it would sync the store
+        // being replaced); the log is reset below, so what it made durable is moot.
+        self.sync_done(true)?;
         let meta = snap.get_metadata();
         let path = self
             .received_snapshots
@@ -895,14 +957,63 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         if self.raw.store().take_snapshot_wanted() {
             self.build_snapshot()?;
         }
+        let margin = self.config.compaction_margin;
+        if let Some(synced) = self.sync_done(false)? {
+            self.compact_log(synced.saturating_sub(margin))?;
+        }
         let compacted = self.raw.store().snapshot_index();
         let threshold = self.config.snapshot_threshold.max(1);
-        if self.applied >= compacted + threshold + self.config.compaction_margin {
-            let to = self.applied - self.config.compaction_margin;
-            // The entries about to go must be durable in the state machine first.
-            self.sm
-                .sync()
-                .map_err(|e| Fatal(format!("state machine sync: {e}")))?;
+        if self.applied < compacted + threshold + margin {
+            return Ok(());
+        }
+        // The entries about to go must be durable in the state machine first.
+        match &mut self.syncer {
+            Some(s) => {
+                if !s.in_flight {
+                    s.requests
+                        .as_ref()
+                        .and_then(|r| r.send(self.applied).ok())
+                        .ok_or_else(|| Fatal("the state machine sync thread is gone".into()))?;
+                    s.in_flight = true;
+                }
+            }
+            None => {
+                self.sm
+                    .sync()
+                    .map_err(|e| Fatal(format!("state machine sync: {e}")))?;
+                self.compact_log(self.applied - margin)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The outcome of the background sync in flight, if it has finished (or, with
+    /// `wait`, once it has): the applied index it made durable. Its failure is fatal.
+    fn sync_done(&mut self, wait: bool) -> Result<Option<u64>, Fatal> {
+        let Some(s) = self.syncer.as_mut().filter(|s| s.in_flight) else {
+            return Ok(None);
+        };
+        let outcome = if wait {
+            s.done.recv().ok()
+        } else {
+            match s.done.try_recv() {
+                Ok(o) => Some(o),
+                Err(TryRecvError::Empty) => return Ok(None),
+                Err(TryRecvError::Disconnected) => None,
+            }
+        };
+        s.in_flight = false;
+        match outcome {
+            Some((index, Ok(()))) => Ok(Some(index)),
+            Some((_, Err(e))) => Err(Fatal(format!("state machine sync: {e}"))),
+            None => Err(Fatal("the state machine sync thread is gone".into())),
+        }
+    }
+
+    /// Drops the log through `to` (a no-op at or below the compaction point, e.g. for
+    /// a sync that finished after a snapshot was installed).
+    fn compact_log(&mut self, to: u64) -> Result<(), Fatal> {
+        if to > self.raw.store().snapshot_index() {
             self.raw.mut_store().compact(to)?;
             tracing::debug!(node = self.id, to, "compacted the raft log");
         }

@@ -50,7 +50,7 @@ pub use log_store::LogStore;
 pub use member::member_id;
 pub use node::{Bootstrap, Mailbox, NodeConfig, NodeHandle, NodeStatus, Role};
 pub use state_machine::{
-    decode_conf_state, encode_conf_state, AppliedState, ApplyEntry, StateMachine,
+    decode_conf_state, encode_conf_state, AppliedState, ApplyEntry, BackgroundSync, StateMachine,
 };
 pub use transport::{SnapshotFile, Transport};
 

@@ -28,6 +28,9 @@ pub struct ApplyEntry {
     pub conf_state: Option<Vec<u8>>,
 }
 
+/// See [`StateMachine::background_sync`]; the error is the message of a fail-stop error.
+pub type BackgroundSync = Box<dyn FnMut() -> Result<(), String> + Send>;
+
 /// A deterministic state machine driven by committed entries.
 ///
 /// Contract:
@@ -48,6 +51,14 @@ pub trait StateMachine: Send + 'static {
     fn applied(&self) -> AppliedState;
     fn apply(&mut self, entries: Vec<ApplyEntry>) -> Result<Vec<Self::Output>, Self::Error>;
     fn sync(&mut self) -> Result<(), Self::Error>;
+    /// A function that does what [`StateMachine::sync`] does from another thread, while
+    /// `apply` goes on: everything applied before it was called is durable when it
+    /// returns `Ok`. The node syncs through it before compacting the log, so that the
+    /// Raft loop does not wait for the disk (`None`, the default: it calls `sync`).
+    /// It is never running while `restore` runs.
+    fn background_sync(&self) -> Option<BackgroundSync> {
+        None
+    }
     fn write_snapshot(&mut self, w: &mut dyn Write) -> Result<AppliedState, Self::Error>;
     fn restore(&mut self, r: &mut dyn Read) -> Result<AppliedState, Self::Error>;
 }

@@ -6,12 +6,26 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::node::NodeHandle;
-use crate::state_machine::{AppliedState, ApplyEntry, StateMachine};
+use crate::state_machine::{AppliedState, ApplyEntry, BackgroundSync, StateMachine};
+
+/// How a [`RecordingSm`] answers [`StateMachine::background_sync`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackgroundSyncMode {
+    /// It has none: the node calls `sync` on its own thread.
+    #[default]
+    None,
+    /// It has one, which counts its calls and succeeds.
+    Succeed,
+    /// It has one, which fails with "injected sync failure".
+    Fail,
+}
 
 #[derive(Default)]
 struct Recorded {
     applied: AppliedState,
     entries: Vec<(u64, Vec<u8>)>,
+    background: BackgroundSyncMode,
+    background_syncs: u64,
 }
 
 /// Records every applied payload in memory (not durable: for tests without restarts).
@@ -22,6 +36,18 @@ pub struct RecordingSm(Arc<Mutex<Recorded>>);
 impl RecordingSm {
     fn lock(&self) -> MutexGuard<'_, Recorded> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A state machine with a background sync that behaves as `mode` says.
+    pub fn with_background_sync(mode: BackgroundSyncMode) -> RecordingSm {
+        let sm = RecordingSm::default();
+        sm.lock().background = mode;
+        sm
+    }
+
+    /// Calls of the background sync so far.
+    pub fn background_syncs(&self) -> u64 {
+        self.lock().background_syncs
     }
 
     /// Every payload applied, in order.
@@ -77,6 +103,19 @@ impl StateMachine for RecordingSm {
 
     fn sync(&mut self) -> Result<(), Self::Error> {
         Ok(())
+    }
+
+    fn background_sync(&self) -> Option<BackgroundSync> {
+        let mode = self.lock().background;
+        let me = self.clone();
+        match mode {
+            BackgroundSyncMode::None => None,
+            BackgroundSyncMode::Succeed => Some(Box::new(move || {
+                me.lock().background_syncs += 1;
+                Ok(())
+            })),
+            BackgroundSyncMode::Fail => Some(Box::new(|| Err("injected sync failure".into()))),
+        }
     }
 
     fn write_snapshot(&mut self, w: &mut dyn Write) -> Result<AppliedState, Self::Error> {

@@ -6,9 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{promote_when_ready, start_node, Cluster};
+use support::{config, promote_when_ready, start_node, start_node_with_sm, Cluster};
 use trireme_raft::memory::MemoryNetwork;
-use trireme_raft::testing::{propose_retrying, wait_for};
+use trireme_raft::testing::{propose_retrying, wait_for, BackgroundSyncMode, RecordingSm};
 use trireme_raft::{Bootstrap, ProposeError, ReadError, Role};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,4 +278,59 @@ async fn a_joint_membership_change_enters_and_leaves_joint_consensus() {
         Duration::from_secs(10),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_compacted_after_a_background_sync_and_its_failure_stops_the_node() {
+    let net = MemoryNetwork::new();
+    let start = |id, mode| {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(id, dir.path(), Bootstrap::Initial(vec![id]), 20);
+        start_node_with_sm(&net, c, dir, RecordingSm::with_background_sync(mode))
+    };
+    let ok = start(1, BackgroundSyncMode::Succeed);
+    for i in 0..60u64 {
+        propose_retrying(
+            &ok.handle,
+            format!("w{i}").as_bytes(),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    let compacted = wait_for(Duration::from_secs(10), || {
+        (ok.handle.status().first_index > 20).then_some(())
+    })
+    .await;
+    assert!(compacted.is_some(), "{:?}", ok.handle.status());
+    assert!(ok.sm.background_syncs() >= 1);
+    assert!(ok.sm.payloads().len() == 60);
+
+    let failing = start(2, BackgroundSyncMode::Fail);
+    propose_retrying(&failing.handle, b"first", Duration::from_secs(10)).await;
+    let first = failing.handle.status().first_index;
+    for i in 0..30u64 {
+        if failing
+            .handle
+            .propose(format!("w{i}").into_bytes())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let stopped = wait_for(Duration::from_secs(10), || {
+        let s = failing.handle.status();
+        (s.stopped
+            && s.failed
+                .as_deref()
+                .is_some_and(|f| f.contains("injected sync failure")))
+        .then_some(())
+    })
+    .await;
+    assert!(stopped.is_some(), "{:?}", failing.handle.status());
+    assert_eq!(
+        failing.handle.status().first_index,
+        first,
+        "nothing was compacted"
+    );
 }

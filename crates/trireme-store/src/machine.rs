@@ -306,6 +306,13 @@ impl StateMachine for MvccMachine {
         Ok(())
     }
 
+    fn background_sync(&self) -> Option<trireme_raft::BackgroundSync> {
+        let store = Arc::clone(&self.store);
+        Some(Box::new(move || {
+            current(&store).sync().map_err(|e| e.to_string())
+        }))
+    }
+
     fn write_snapshot(&mut self, w: &mut dyn Write) -> Result<AppliedState, MachineError> {
         let info = current(&self.store).write_snapshot(w)?;
         Ok(AppliedState {

@@ -93,7 +93,16 @@ pub fn start_node_in(
     config: NodeConfig,
     dir: tempfile::TempDir,
 ) -> TestNode {
-    let sm = RecordingSm::default();
+    start_node_with_sm(net, config, dir, RecordingSm::default())
+}
+
+/// Starts a node with `config` and the state machine `sm`.
+pub fn start_node_with_sm(
+    net: &Arc<MemoryNetwork>,
+    config: NodeConfig,
+    dir: tempfile::TempDir,
+    sm: RecordingSm,
+) -> TestNode {
     let id = config.id;
     let handle = NodeHandle::start(config, sm.clone(), net.transport(id)).unwrap();
     net.register(handle.mailbox());
