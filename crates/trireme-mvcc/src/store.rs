@@ -70,10 +70,10 @@ pub(crate) struct State {
 
 /// sled's page cache (its default is 1 GiB, which a replica's memory then grows
 /// towards): hot keys and the B-tree's inner nodes fit, and the OS page cache holds
-/// the rest of the file. sled's real use runs above this figure; with 16 MiB a
-/// replica peaks near 120 MB after the side-by-side benchmark, with 32 MiB near 145,
-/// for the same range throughput.
-const CACHE_BYTES: u64 = 16 << 20;
+/// the rest of the file. sled's real use runs well above this figure: after the
+/// side-by-side benchmark a replica peaks near 120 MB with 8 MiB, 135 with 16 and 145
+/// with 32, for the same range throughput (sled reads the rest from the OS cache).
+const CACHE_BYTES: u64 = 8 << 20;
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
