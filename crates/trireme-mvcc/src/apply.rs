@@ -263,9 +263,10 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Drops events below `revision` and every version not needed to read at or above
-    /// it: of the versions at or below it, only the newest of each key stays, and only
-    /// if it is not a deletion.
+    /// Drops every version not needed to read or watch at or above `revision`: of the
+    /// versions at or below it only the newest of each key stays, and a deletion only
+    /// if it is exactly at `revision` (a watch from there still sees it). See
+    /// [`crate::index::KeyEntry::compact`].
     fn compact(&mut self, revision: u64) -> Result<CommandResult, ApplyError> {
         if revision > self.revision {
             return Err(CommandError::FutureRevision {

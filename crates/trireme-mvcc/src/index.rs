@@ -53,6 +53,13 @@ impl KeyEntry {
         n.checked_sub(1).and_then(|i| self.versions.get(i)).copied()
     }
 
+    /// Appends version `ver`; `live` is its (create_revision, version, lease) if it is
+    /// a put.
+    fn push(&mut self, ver: Ver, live: Option<(u64, u64, i64)>) {
+        (self.create_revision, self.version, self.lease) = live.unwrap_or_default();
+        self.versions.push(ver);
+    }
+
     /// Adds a put at (rev, sub) and returns the record to store for it.
     pub(crate) fn put(
         &mut self,
@@ -62,30 +69,27 @@ impl KeyEntry {
         lease: i64,
         value: &[u8],
     ) -> Vec<u8> {
-        if self.live().is_none() {
-            self.create_revision = rev;
-            self.version = 0;
-        }
-        self.version += 1;
-        self.lease = lease;
-        self.versions.push(Ver {
+        let (create_revision, version) = match self.live() {
+            Some(_) => (self.create_revision, self.version + 1),
+            None => (rev, 1),
+        };
+        let ver = Ver {
             rev,
             sub,
             put: true,
-        });
-        keys::encode_put(key, self.create_revision, self.version, lease, value)
+        };
+        self.push(ver, Some((create_revision, version, lease)));
+        keys::encode_put(key, create_revision, version, lease, value)
     }
 
     /// Adds a deletion at (rev, sub) and returns the record to store for it.
     pub(crate) fn delete(&mut self, key: &[u8], rev: u64, sub: u32) -> Vec<u8> {
-        self.create_revision = 0;
-        self.version = 0;
-        self.lease = 0;
-        self.versions.push(Ver {
+        let ver = Ver {
             rev,
             sub,
             put: false,
-        });
+        };
+        self.push(ver, None);
         keys::encode_delete(key)
     }
 
@@ -206,23 +210,12 @@ pub(crate) fn rebuild(tree: &sled::Tree) -> Result<Index, StorageError> {
         {
             return Err(StorageError::corrupt("revision record", "out of order"));
         }
-        match rec.put {
-            Some((create_revision, version, lease, _)) => {
-                entry.create_revision = create_revision;
-                entry.version = version;
-                entry.lease = lease;
-            }
-            None => {
-                entry.create_revision = 0;
-                entry.version = 0;
-                entry.lease = 0;
-            }
-        }
-        entry.versions.push(Ver {
+        let ver = Ver {
             rev,
             sub,
             put: rec.put.is_some(),
-        });
+        };
+        entry.push(ver, rec.put.map(|(c, v, lease, _)| (c, v, lease)));
     }
     Ok(index)
 }

@@ -3,7 +3,7 @@
 //! and compares), where the view includes the apply group's pending writes.
 
 use crate::error::{ReadError, StorageError};
-use crate::index::KeyEntry;
+use crate::index::{KeyEntry, Ver};
 use crate::keys::{self, KeyRange, LeaseRecord};
 use crate::types::{Event, KeyValue, LeaseInfo, RangeRequest, RangeResponse};
 use crate::view::View;
@@ -99,17 +99,7 @@ fn scan_current(
         }
         return Ok(());
     }
-    for (_, entry) in view.index.range(keys) {
-        let Some(ver) = entry.live() else {
-            continue;
-        };
-        if !out.wants_kv() {
-            out.count += 1;
-        } else if let Some(kv) = view.kv(ver)? {
-            out.push(kv);
-        }
-    }
-    Ok(())
+    collect(view, keys, out, KeyEntry::live)
 }
 
 /// For each key in range, the newest version at or below `at`, if it is not a deletion.
@@ -119,8 +109,19 @@ fn scan_history(
     at: u64,
     out: &mut Collector<'_>,
 ) -> Result<(), StorageError> {
+    collect(view, keys, out, |e| e.at(at).filter(|v| v.put))
+}
+
+/// Adds the version `pick` chooses of each key in range, if any (its value is read only
+/// when the collector still wants key-values).
+fn collect(
+    view: View<'_>,
+    keys: &KeyRange,
+    out: &mut Collector<'_>,
+    pick: impl Fn(&KeyEntry) -> Option<Ver>,
+) -> Result<(), StorageError> {
     for (_, entry) in view.index.range(keys) {
-        let Some(ver) = entry.at(at).filter(|v| v.put) else {
+        let Some(ver) = pick(entry) else {
             continue;
         };
         if !out.wants_kv() {
@@ -166,18 +167,20 @@ pub(crate) fn get_kv(view: View<'_>, key: &[u8]) -> Result<Option<KeyValue>, Sto
     }
 }
 
-/// Events with revision >= `from` on keys in `keys`, in (revision, sub) order.
+/// Events with `from` <= revision <= `to` on keys in `keys`, in (revision, sub) order
+/// (`to`: the store revision; a record above it belongs to no committed apply group).
 pub(crate) fn events(
     tree: &sled::Tree,
     view: View<'_>,
-    from: u64,
+    (from, to): (u64, u64),
     keys: &KeyRange,
     limit: usize,
     with_prev_kv: bool,
 ) -> Result<Vec<Event>, StorageError> {
     let mut out = Vec::new();
     let lo = keys::rev_key(from, 0);
-    let scan = tree.range(&lo[..]..&[keys::REV + 1][..]);
+    let hi = keys::rev_key(to, u32::MAX);
+    let scan = tree.range(&lo[..]..=&hi[..]);
     for item in scan {
         let (raw_key, raw) = item?;
         let (rev, sub) = keys::parse_rev_key(&raw_key)?;

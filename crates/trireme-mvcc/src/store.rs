@@ -273,7 +273,7 @@ impl Store {
         Ok(read::events(
             &self.tree,
             View::committed(&self.tree, &shared.index),
-            from_revision,
+            (from_revision, shared.state.revision),
             &keys,
             limit,
             with_prev_kv,

@@ -235,6 +235,50 @@ where
     Ok(handle)
 }
 
+/// Pushes `m` onto `out`, split into consecutive appends of at most about `max_bytes`
+/// of entries each if it is a `MsgAppend` above that. With `batch_append`, raft-rs
+/// merges every append it sends a peer within one Ready into one message, with no size
+/// bound: a follower catching up would get one message of up to
+/// `max_inflight_msgs` x `max_size_per_msg`, more than the transport carries. Each
+/// piece names the entry before it, so the follower accepts them in order as if raft-rs
+/// had sent them one by one; a single entry above the bound goes alone.
+fn split_append(mut m: Message, max_bytes: u64, out: &mut Vec<Message>) {
+    let size = |e: &Entry| u64::from(e.compute_size());
+    if m.get_msg_type() != MessageType::MsgAppend
+        || m.entries.len() < 2
+        || m.entries.iter().map(size).sum::<u64>() <= max_bytes
+    {
+        out.push(m);
+        return;
+    }
+    let entries: Vec<Entry> = m.take_entries().into();
+    let (mut prev_index, mut prev_term) = (m.index, m.log_term);
+    let mut piece: Vec<Entry> = Vec::new();
+    let mut bytes = 0;
+    let mut flush = |piece: &mut Vec<Entry>, prev_index: &mut u64, prev_term: &mut u64| {
+        let Some(last) = piece.last() else {
+            return;
+        };
+        let (last_index, last_term) = (last.index, last.term);
+        let mut part = m.clone();
+        part.index = *prev_index;
+        part.log_term = *prev_term;
+        part.set_entries(std::mem::take(piece).into());
+        out.push(part);
+        (*prev_index, *prev_term) = (last_index, last_term);
+    };
+    for e in entries {
+        let n = size(&e);
+        if !piece.is_empty() && bytes + n > max_bytes {
+            flush(&mut piece, &mut prev_index, &mut prev_term);
+            bytes = 0;
+        }
+        bytes += n;
+        piece.push(e);
+    }
+    flush(&mut piece, &mut prev_index, &mut prev_term);
+}
+
 /// Removes half-written snapshot files left by a crash.
 fn remove_stale_snapshot_files(dir: &Path) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
@@ -881,7 +925,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         let mut plain = Vec::with_capacity(msgs.len());
         for m in msgs {
             if m.get_msg_type() != MessageType::MsgSnapshot {
-                plain.push(m);
+                split_append(m, self.config.max_size_per_msg, &mut plain);
                 continue;
             }
             let meta = m.get_snapshot().get_metadata();
@@ -1212,3 +1256,61 @@ impl<W: Write> Write for CrcWriter<W> {
 
 /// The default tick when tests want things fast.
 pub const FAST_TICK: Duration = Duration::from_millis(10);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn append(entries: usize, data: usize) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        (m.to, m.from, m.term, m.commit) = (2, 1, 3, 7);
+        (m.index, m.log_term) = (5, 2);
+        let es: Vec<Entry> = (0..entries as u64)
+            .map(|i| {
+                let mut e = Entry::default();
+                e.index = 6 + i;
+                e.term = if i < 4 { 2 } else { 3 };
+                e.data = vec![b'x'; data].into();
+                e
+            })
+            .collect();
+        m.set_entries(es.into());
+        m
+    }
+
+    #[test]
+    fn a_large_append_is_split_into_consecutive_appends() {
+        let whole = append(10, 100);
+        let mut out = Vec::new();
+        split_append(whole.clone(), 350, &mut out);
+        assert!(out.len() > 1, "split into {}", out.len());
+        let mut prev = (whole.index, whole.log_term);
+        let mut all = Vec::new();
+        for part in &out {
+            assert_eq!(part.get_msg_type(), MessageType::MsgAppend);
+            assert_eq!((part.to, part.from, part.term, part.commit), (2, 1, 3, 7));
+            assert_eq!((part.index, part.log_term), prev);
+            let bytes: u32 = part.entries.iter().map(|e| e.compute_size()).sum();
+            assert!(bytes <= 350 || part.entries.len() == 1, "{bytes} bytes");
+            let last = part.entries.last().unwrap();
+            prev = (last.index, last.term);
+            all.extend(part.entries.iter().cloned());
+        }
+        assert_eq!(all, whole.entries.to_vec());
+    }
+
+    #[test]
+    fn small_appends_and_other_messages_pass_unchanged() {
+        for m in [append(10, 10), append(1, 10_000), {
+            let mut hb = Message::default();
+            hb.set_msg_type(MessageType::MsgHeartbeat);
+            hb
+        }] {
+            let mut out = Vec::new();
+            split_append(m.clone(), 350, &mut out);
+            assert_eq!(out, vec![m]);
+        }
+    }
+}

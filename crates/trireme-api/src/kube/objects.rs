@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use trireme_mvcc::{
     prefix_end, Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, PutRequest,
-    RangeRequest, RequestOp, TxnRequest,
+    RangeRequest, RequestOp, ResponseOp, TxnRequest,
 };
 use trireme_store::{Consistency, KvStore};
 
@@ -138,20 +138,22 @@ impl Objects<'_> {
         Ok(r.kvs.into_iter().next())
     }
 
-    /// Refuses a create in namespace `ns` when it does not exist or is being deleted.
-    /// Like kube-apiserver's NamespaceLifecycle admission, it trusts the local copy
-    /// when that says the namespace is there and live (a create racing the namespace's
-    /// deletion can slip in, as it can there), and asks the quorum otherwise, so a
-    /// namespace just created through another replica is found.
-    async fn check_namespace_open(&self, ns: &str) -> Result<(), KubeError> {
+    /// Checks that namespace `ns` exists and is not being deleted, and returns its key
+    /// and revision for the create's compare. Like kube-apiserver's NamespaceLifecycle
+    /// admission it trusts the local copy when that says the namespace is there and live
+    /// (unless `quorum`), and asks the quorum otherwise, so that a namespace just
+    /// created through another replica is found.
+    async fn open_namespace(&self, ns: &str, quorum: bool) -> Result<(String, u64), KubeError> {
         let key = resources::namespaces().key(None, ns);
         let live = |kv: &KeyValue| -> Result<bool, KubeError> {
             let obj = decode(resources::namespaces(), kv, kv.mod_revision)?;
             Ok(meta_str(&obj, "deletionTimestamp").is_none())
         };
-        if let Some(kv) = self.read_key_with(&key, Consistency::Serializable).await? {
-            if live(&kv)? {
-                return Ok(());
+        if !quorum {
+            if let Some(kv) = self.read_key_with(&key, Consistency::Serializable).await? {
+                if live(&kv)? {
+                    return Ok((key, kv.mod_revision));
+                }
             }
         }
         let kv = self
@@ -167,7 +169,7 @@ impl Objects<'_> {
                 ),
             ));
         }
-        Ok(())
+        Ok((key, kv.mod_revision))
     }
 
     pub async fn get(
@@ -339,11 +341,11 @@ impl Objects<'_> {
             },
         };
         Self::check_name(res, &name)?;
-        if res.namespaced {
-            if let Some(ns) = ns {
-                self.check_namespace_open(ns).await?;
-            }
-        }
+        // The namespace as checked (a local read may be stale).
+        let namespace = match (res.namespaced, ns) {
+            (true, Some(ns)) => Some((ns, self.open_namespace(ns, false).await?)),
+            _ => None,
+        };
         let m = metadata_mut(&mut body);
         m.insert("name".into(), json!(name));
         m.insert("uid".into(), json!(meta::new_uid()));
@@ -359,19 +361,56 @@ impl Objects<'_> {
         }
         defaults_on_create(res, &name, &mut body)?;
         let key = res.key(ns, &name);
-        let txn = TxnRequest {
-            compare: vec![version_is_zero(&key)],
-            success: vec![put_op(&key, &body)],
-            failure: vec![],
-        };
-        let r = self.store.txn(txn).await?;
-        if !r.succeeded {
-            return Err(KubeError::already_exists(res.plural, res.group, &name));
-        }
+        let revision = self.create_in(res, &name, &key, &body, namespace).await?;
         body.insert("kind".into(), json!(res.kind));
         body.insert("apiVersion".into(), json!(res.api_version()));
-        metadata_mut(&mut body).insert("resourceVersion".into(), json!(r.revision.to_string()));
+        metadata_mut(&mut body).insert("resourceVersion".into(), json!(revision.to_string()));
         Ok(body)
+    }
+
+    /// Writes a new object at `key` if there is none, and, for a namespaced one, only
+    /// while its namespace is still at the revision that was checked: a deletion of the
+    /// namespace committed in between fails the compare (and would otherwise leave the
+    /// object behind in no namespace), and the check is redone against the quorum.
+    /// Returns the revision of the write.
+    async fn create_in(
+        &self,
+        res: &Resource,
+        name: &str,
+        key: &str,
+        body: &Map<String, Value>,
+        mut namespace: Option<(&str, (String, u64))>,
+    ) -> Result<u64, KubeError> {
+        for _ in 0..UPDATE_RETRIES {
+            let mut compare = vec![version_is_zero(key)];
+            if let Some((_, (ns_key, ns_rev))) = &namespace {
+                compare.push(mod_revision_is(ns_key, *ns_rev));
+            }
+            let txn = TxnRequest {
+                compare,
+                success: vec![put_op(key, body)],
+                failure: vec![RequestOp::Range(RangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    count_only: true,
+                    ..Default::default()
+                })],
+            };
+            let r = self.store.txn(txn).await?;
+            if r.succeeded {
+                return Ok(r.revision);
+            }
+            let exists = matches!(
+                r.responses.first(),
+                Some(ResponseOp::Range(found)) if found.count > 0
+            );
+            match namespace {
+                Some((ns, _)) if !exists => {
+                    namespace = Some((ns, self.open_namespace(ns, true).await?));
+                }
+                _ => return Err(KubeError::already_exists(res.plural, res.group, name)),
+            }
+        }
+        Err(KubeError::conflict(res.plural, res.group, name))
     }
 
     /// PUT semantics: replaces the object; a `resourceVersion` in the body is a
