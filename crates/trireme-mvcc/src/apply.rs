@@ -6,7 +6,7 @@
 //! log, so it writes nothing.
 
 use crate::error::{CommandError, StorageError};
-use crate::index::{Index, IndexView, KeyEntry, Touched};
+use crate::index::{Change, Index, IndexView, Meta, Touched, Ver};
 use crate::keys::{self, KeyRange, LeaseRecord};
 use crate::read::{self, LiveKey};
 use crate::types::{
@@ -57,8 +57,8 @@ impl WriteRev {
 enum Undo {
     /// A pending-map key and the entry it had before (`None`: it had none).
     Record(Vec<u8>, Option<Option<Vec<u8>>>),
-    /// A touched index key and the entry it had before (`None`: it had none).
-    Index(Vec<u8>, Option<Option<KeyEntry>>),
+    /// A changed index key and its change before (`None`: it had none).
+    Index(Vec<u8>, Option<Change>),
 }
 
 pub(crate) struct Applier<'a> {
@@ -66,7 +66,7 @@ pub(crate) struct Applier<'a> {
     index: &'a Index,
     /// Writes of this apply group not yet in sled.
     pending: Pending,
-    /// Index entries this apply group changed, not yet in `index`.
+    /// How this apply group changed index entries, not yet in `index`.
     touched: Touched,
     /// How to undo the current command's changes, newest last.
     undo: Vec<Undo>,
@@ -109,14 +109,26 @@ impl<'a> Applier<'a> {
         self.undo.push(Undo::Record(key, old));
     }
 
-    /// The entry of `key` as this group sees it (a new one if it has none).
-    fn entry(&self, key: &[u8]) -> KeyEntry {
-        self.view().index.get(key).cloned().unwrap_or_default()
+    /// This group's change of `key` so far (one that changes nothing if none).
+    fn change(&self, key: &[u8]) -> Change {
+        match self.touched.get(key) {
+            Some(c) => c.clone(),
+            None => Change::none(self.view().index.get(key).as_ref()),
+        }
     }
 
-    fn set_entry(&mut self, key: Vec<u8>, entry: Option<KeyEntry>) {
-        let old = self.touched.insert(key.clone(), entry);
+    fn set_change(&mut self, key: Vec<u8>, change: Change) {
+        let old = self.touched.insert(key.clone(), change);
         self.undo.push(Undo::Index(key, old));
+    }
+
+    /// Adds version (rev, sub) of `key` with the key's meta after it.
+    fn add_version(&mut self, key: &[u8], ver: Ver, meta: Meta, record: Vec<u8>) {
+        let mut change = self.change(key);
+        change.added.push(ver);
+        change.meta = meta;
+        self.set(keys::rev_key(ver.rev, ver.sub).to_vec(), Some(record));
+        self.set_change(key.to_vec(), change);
     }
 
     fn rollback(&mut self) {
@@ -206,12 +218,30 @@ impl<'a> Applier<'a> {
         } else {
             None
         };
-        let mut entry = self.entry(&req.key);
-        let prev_lease = entry.live().map(|_| entry.lease);
-        let sub = w.next_sub();
-        let record = entry.put(&req.key, w.rev, sub, req.lease, &req.value);
-        self.set(keys::rev_key(w.rev, sub).to_vec(), Some(record));
-        self.set_entry(req.key.clone(), Some(entry));
+        let live = self
+            .view()
+            .index
+            .get(&req.key)
+            .and_then(|e| e.live().map(|_| e.meta));
+        let prev_lease = live.map(|m| m.lease);
+        let meta = Meta {
+            create_revision: live.map_or(w.rev, |m| m.create_revision),
+            version: live.map_or(1, |m| m.version + 1),
+            lease: req.lease,
+        };
+        let ver = Ver {
+            rev: w.rev,
+            sub: w.next_sub(),
+            put: true,
+        };
+        let record = keys::encode_put(
+            &req.key,
+            meta.create_revision,
+            meta.version,
+            req.lease,
+            &req.value,
+        );
+        self.add_version(&req.key, ver, meta, record);
         if let Some(p) = prev_lease {
             if p != 0 && p != req.lease {
                 self.set(keys::attach_key(p, &req.key), None);
@@ -253,11 +283,13 @@ impl<'a> Applier<'a> {
     }
 
     fn delete_key(&mut self, live: &LiveKey, w: &mut WriteRev) {
-        let mut entry = self.entry(&live.key);
-        let sub = w.next_sub();
-        let record = entry.delete(&live.key, w.rev, sub);
-        self.set(keys::rev_key(w.rev, sub).to_vec(), Some(record));
-        self.set_entry(live.key.clone(), Some(entry));
+        let ver = Ver {
+            rev: w.rev,
+            sub: w.next_sub(),
+            put: false,
+        };
+        let record = keys::encode_delete(&live.key);
+        self.add_version(&live.key, ver, Meta::default(), record);
         if live.lease != 0 {
             self.set(keys::attach_key(live.lease, &live.key), None);
         }
@@ -266,7 +298,7 @@ impl<'a> Applier<'a> {
     /// Drops every version not needed to read or watch at or above `revision`: of the
     /// versions at or below it only the newest of each key stays, and a deletion only
     /// if it is exactly at `revision` (a watch from there still sees it). See
-    /// [`crate::index::KeyEntry::compact`].
+    /// [`crate::index::EntryRef::compacted_by`].
     fn compact(&mut self, revision: u64) -> Result<CommandResult, ApplyError> {
         if revision > self.revision {
             return Err(CommandError::FutureRevision {
@@ -280,18 +312,22 @@ impl<'a> Applier<'a> {
             }
             .into());
         }
-        let mut changed = Vec::new();
+        // (key, versions to drop, how many of the key's versions are indexed ones)
+        let mut compacted = Vec::new();
         for (key, entry) in self.view().index.range(&KeyRange::all()) {
-            if entry.versions.first().is_some_and(|v| v.rev <= revision) {
-                changed.push((key.to_vec(), entry.clone()));
+            let n = entry.compacted_by(revision);
+            if n > 0 {
+                let gone: Vec<Ver> = entry.versions().take(n).collect();
+                compacted.push((key.to_vec(), gone, entry.indexed()));
             }
         }
-        for (key, mut entry) in changed {
-            for ver in entry.compact(revision) {
+        for (key, gone, indexed) in compacted {
+            let mut change = self.change(&key);
+            change.drop_oldest(gone.len(), indexed);
+            for ver in gone {
                 self.set(keys::rev_key(ver.rev, ver.sub).to_vec(), None);
             }
-            let entry = (!entry.versions.is_empty()).then_some(entry);
-            self.set_entry(key, entry);
+            self.set_change(key, change);
         }
         self.compact_revision = revision;
         Ok(CommandResult::Compact { revision })
@@ -328,7 +364,7 @@ impl<'a> Applier<'a> {
             let live = self.view().index.get(&k).and_then(|e| {
                 e.live().map(|_| LiveKey {
                     key: k.clone(),
-                    lease: e.lease,
+                    lease: e.meta.lease,
                 })
             });
             if let Some(live) = live {

@@ -2,8 +2,9 @@
 //! memory, like etcd's `treeIndex`. The versions themselves are the `r` records of the
 //! sled tree ([`crate::keys`]); the index is rebuilt from them when the store opens.
 //!
-//! Inside an apply the index is seen through [`Touched`], the entries the apply group
-//! has changed so far, which replace the base entries once its sled batch is written.
+//! Inside an apply the index is seen through [`Touched`]: for each key the apply group
+//! changed, the versions it dropped and added ([`Change`]), which the index takes once
+//! the group is written. A change costs what the group did, not the key's history.
 
 use std::collections::btree_map;
 use std::collections::BTreeMap;
@@ -28,93 +29,153 @@ pub(crate) struct KeyEntry {
     pub versions: Vec<Ver>,
     /// Of the newest version when it is a put (all 0 when it is a deletion), so that a
     /// put learns them without reading the record.
+    pub meta: Meta,
+}
+
+/// A key's create revision, version and lease while it exists (all 0 when deleted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Meta {
     pub create_revision: u64,
     pub version: u64,
     pub lease: i64,
 }
 
 impl KeyEntry {
+    /// Appends version `ver` with the key's meta after it.
+    fn push(&mut self, ver: Ver, meta: Meta) {
+        self.meta = meta;
+        self.versions.push(ver);
+    }
+
+    pub(crate) fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            base: &self.versions,
+            added: &[],
+            meta: self.meta,
+        }
+    }
+
+    /// Takes an apply group's change: drops versions from the front, appends its own.
+    pub(crate) fn apply(&mut self, change: Change) {
+        let dropped = change.dropped.min(self.versions.len());
+        self.versions.drain(..dropped);
+        self.versions.extend(change.added);
+        self.meta = change.meta;
+    }
+}
+
+/// What an apply group did to one key so far, relative to the index: changing an
+/// entry costs what the group did, not the length of the key's history.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Change {
+    /// Versions dropped from the front of the indexed entry (by a compaction).
+    pub dropped: usize,
+    /// Versions added after the indexed ones.
+    pub added: Vec<Ver>,
+    pub meta: Meta,
+}
+
+/// A key's entry as an apply group sees it: the indexed versions it kept, then its own.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EntryRef<'a> {
+    base: &'a [Ver],
+    added: &'a [Ver],
+    pub meta: Meta,
+}
+
+impl<'a> EntryRef<'a> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.base.is_empty() && self.added.is_empty()
+    }
+
+    /// How many of the versions are the index's (the rest are the group's).
+    pub(crate) fn indexed(&self) -> usize {
+        self.base.len()
+    }
+
+    /// The versions, oldest first.
+    pub(crate) fn versions(&self) -> impl Iterator<Item = Ver> + 'a {
+        self.base.iter().chain(self.added.iter()).copied()
+    }
+
+    fn last(&self) -> Option<Ver> {
+        self.added.last().or(self.base.last()).copied()
+    }
+
+    /// The version just before the first one for which `after` holds (versions are
+    /// ordered, so `after` holds on a suffix).
+    fn last_before(&self, after: impl Fn(&Ver) -> bool) -> Option<Ver> {
+        let in_added = self.added.partition_point(|v| !after(v));
+        if in_added > 0 {
+            return self.added.get(in_added - 1).copied();
+        }
+        let in_base = self.base.partition_point(|v| !after(v));
+        in_base
+            .checked_sub(1)
+            .and_then(|i| self.base.get(i))
+            .copied()
+    }
+
     /// The newest version, if it is a put: the key exists now.
     pub(crate) fn live(&self) -> Option<Ver> {
-        self.versions.last().copied().filter(|v| v.put)
+        self.last().filter(|v| v.put)
     }
 
     /// The newest version at or below revision `at`.
     pub(crate) fn at(&self, at: u64) -> Option<Ver> {
-        let n = self.versions.partition_point(|v| v.rev <= at);
-        n.checked_sub(1).and_then(|i| self.versions.get(i)).copied()
+        self.last_before(|v| v.rev > at)
     }
 
     /// The newest version before (rev, sub).
     pub(crate) fn before(&self, rev: u64, sub: u32) -> Option<Ver> {
-        let n = self
-            .versions
-            .partition_point(|v| (v.rev, v.sub) < (rev, sub));
-        n.checked_sub(1).and_then(|i| self.versions.get(i)).copied()
+        self.last_before(|v| (v.rev, v.sub) >= (rev, sub))
     }
 
-    /// Appends version `ver`; `live` is its (create_revision, version, lease) if it is
-    /// a put.
-    fn push(&mut self, ver: Ver, live: Option<(u64, u64, i64)>) {
-        (self.create_revision, self.version, self.lease) = live.unwrap_or_default();
-        self.versions.push(ver);
-    }
-
-    /// Adds a put at (rev, sub) and returns the record to store for it.
-    pub(crate) fn put(
-        &mut self,
-        key: &[u8],
-        rev: u64,
-        sub: u32,
-        lease: i64,
-        value: &[u8],
-    ) -> Vec<u8> {
-        let (create_revision, version) = match self.live() {
-            Some(_) => (self.create_revision, self.version + 1),
-            None => (rev, 1),
-        };
-        let ver = Ver {
-            rev,
-            sub,
-            put: true,
-        };
-        self.push(ver, Some((create_revision, version, lease)));
-        keys::encode_put(key, create_revision, version, lease, value)
-    }
-
-    /// Adds a deletion at (rev, sub) and returns the record to store for it.
-    pub(crate) fn delete(&mut self, key: &[u8], rev: u64, sub: u32) -> Vec<u8> {
-        let ver = Ver {
-            rev,
-            sub,
-            put: false,
-        };
-        self.push(ver, None);
-        keys::encode_delete(key)
-    }
-
-    /// Drops the versions a compaction at `revision` makes unreadable and returns them:
-    /// of the versions at or below it only the newest stays, and a deletion only if it
-    /// is exactly at `revision` (its event is still watchable from there).
-    pub(crate) fn compact(&mut self, revision: u64) -> Vec<Ver> {
-        let at_or_below = self.versions.partition_point(|v| v.rev <= revision);
+    /// How many versions (from the oldest) a compaction at `revision` makes
+    /// unreadable: of the versions at or below it only the newest stays, and a deletion
+    /// only if it is exactly at `revision` (its event is still watchable from there).
+    pub(crate) fn compacted_by(&self, revision: u64) -> usize {
+        let at_or_below = self.versions().take_while(|v| v.rev <= revision).count();
         let Some(newest) = at_or_below.checked_sub(1) else {
-            return Vec::new();
+            return 0;
         };
         let keep_newest = self
-            .versions
-            .get(newest)
+            .versions()
+            .nth(newest)
             .is_some_and(|v| v.put || v.rev == revision);
-        let drop_to = if keep_newest { newest } else { at_or_below };
-        self.versions.drain(..drop_to).collect()
+        if keep_newest {
+            newest
+        } else {
+            at_or_below
+        }
+    }
+}
+
+impl Change {
+    /// The change that leaves `entry` (None: no indexed entry) as it is.
+    pub(crate) fn none(entry: Option<&EntryRef<'_>>) -> Change {
+        Change {
+            dropped: 0,
+            added: Vec::new(),
+            meta: entry.map(|e| e.meta).unwrap_or_default(),
+        }
+    }
+
+    /// Drops the `n` oldest versions of the entry it changes, of which the indexed
+    /// entry still has `indexed` after what was dropped before.
+    pub(crate) fn drop_oldest(&mut self, n: usize, indexed: usize) {
+        let from_index = n.min(indexed);
+        self.dropped += from_index;
+        let rest = (n - from_index).min(self.added.len());
+        self.added.drain(..rest);
     }
 }
 
 /// Every key with a kept version.
 pub(crate) type Index = BTreeMap<Vec<u8>, KeyEntry>;
 
-/// Entries an apply group changed: key -> new entry (`None`: the key left the index).
-pub(crate) type Touched = BTreeMap<Vec<u8>, Option<KeyEntry>>;
+/// The keys an apply group changed and how.
+pub(crate) type Touched = BTreeMap<Vec<u8>, Change>;
 
 /// The index seen through an apply group's changes.
 #[derive(Clone, Copy)]
@@ -123,12 +184,24 @@ pub(crate) struct IndexView<'a> {
     pub touched: Option<&'a Touched>,
 }
 
+/// `entry` as changed by `change`.
+fn changed<'a>(entry: Option<&'a KeyEntry>, change: &'a Change) -> EntryRef<'a> {
+    let base = entry.map_or(&[][..], |e| &e.versions[..]);
+    EntryRef {
+        base: base.get(change.dropped..).unwrap_or(&[]),
+        added: &change.added,
+        meta: change.meta,
+    }
+}
+
 impl<'a> IndexView<'a> {
-    pub(crate) fn get(&self, key: &[u8]) -> Option<&'a KeyEntry> {
-        if let Some(t) = self.touched.and_then(|t| t.get(key)) {
-            return t.as_ref();
-        }
-        self.base.get(key)
+    pub(crate) fn get(&self, key: &[u8]) -> Option<EntryRef<'a>> {
+        let base = self.base.get(key);
+        let entry = match self.touched.and_then(|t| t.get(key)) {
+            Some(change) => changed(base, change),
+            None => base?.as_ref(),
+        };
+        (!entry.is_empty()).then_some(entry)
     }
 
     /// The entries of the keys in `keys`, in key order.
@@ -138,27 +211,30 @@ impl<'a> IndexView<'a> {
                 base: None,
                 base_peek: None,
                 touched: None,
+                index: self.base,
             };
         };
         IndexRange {
             base: Some(self.base.range::<[u8], _>(bounds)),
             base_peek: None,
             touched: self.touched.map(|t| t.range::<[u8], _>(bounds).peekable()),
+            index: self.base,
         }
     }
 }
 
-type TouchedRange<'a> = Peekable<btree_map::Range<'a, Vec<u8>, Option<KeyEntry>>>;
+type TouchedRange<'a> = Peekable<btree_map::Range<'a, Vec<u8>, Change>>;
 
-/// A merge of the base index and an apply group's changes; the changes win.
+/// A merge of the base index and an apply group's changes.
 pub(crate) struct IndexRange<'a> {
     base: Option<btree_map::Range<'a, Vec<u8>, KeyEntry>>,
     base_peek: Option<(&'a Vec<u8>, &'a KeyEntry)>,
     touched: Option<TouchedRange<'a>>,
+    index: &'a Index,
 }
 
 impl<'a> Iterator for IndexRange<'a> {
-    type Item = (&'a [u8], &'a KeyEntry);
+    type Item = (&'a [u8], EntryRef<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -166,7 +242,10 @@ impl<'a> Iterator for IndexRange<'a> {
                 self.base_peek = self.base.as_mut().and_then(Iterator::next);
             }
             let Some(touched) = self.touched.as_mut() else {
-                return self.base_peek.take().map(|(k, e)| (k.as_slice(), e));
+                return self
+                    .base_peek
+                    .take()
+                    .map(|(k, e)| (k.as_slice(), e.as_ref()));
             };
             let take_touched = match (&self.base_peek, touched.peek()) {
                 (None, None) => return None,
@@ -182,11 +261,17 @@ impl<'a> Iterator for IndexRange<'a> {
                 },
             };
             if !take_touched {
-                return self.base_peek.take().map(|(k, e)| (k.as_slice(), e));
+                return self
+                    .base_peek
+                    .take()
+                    .map(|(k, e)| (k.as_slice(), e.as_ref()));
             }
-            // A key that left the index (`None`) is skipped: look again.
-            if let Some((k, Some(e))) = touched.next() {
-                return Some((k.as_slice(), e));
+            // A key whose versions are all gone is skipped: look again.
+            if let Some((k, change)) = touched.next() {
+                let entry = changed(self.index.get(k), change);
+                if !entry.is_empty() {
+                    return Some((k.as_slice(), entry));
+                }
             }
         }
     }
@@ -215,7 +300,16 @@ pub(crate) fn rebuild(tree: &sled::Tree) -> Result<Index, StorageError> {
             sub,
             put: rec.put.is_some(),
         };
-        entry.push(ver, rec.put.map(|(c, v, lease, _)| (c, v, lease)));
+        let meta = rec
+            .put
+            .map_or(Meta::default(), |(create_revision, version, lease, _)| {
+                Meta {
+                    create_revision,
+                    version,
+                    lease,
+                }
+            });
+        entry.push(ver, meta);
     }
     Ok(index)
 }
@@ -228,65 +322,96 @@ mod tests {
         Ver { rev, sub: 0, put }
     }
 
+    fn entry(versions: &[(u64, bool)]) -> KeyEntry {
+        KeyEntry {
+            versions: versions.iter().map(|&(r, p)| v(r, p)).collect(),
+            meta: Meta::default(),
+        }
+    }
+
     #[test]
-    fn versions_are_found_by_revision() {
-        let mut e = KeyEntry::default();
-        e.put(b"k", 2, 0, 0, b"a");
-        e.put(b"k", 4, 1, 5, b"b");
-        e.delete(b"k", 6, 0);
-        assert_eq!(e.live(), None);
-        assert_eq!((e.version, e.create_revision, e.lease), (0, 0, 0));
-        e.put(b"k", 8, 0, 0, b"c");
-        assert_eq!((e.version, e.create_revision), (1, 8));
+    fn versions_are_found_by_revision_across_the_index_and_a_change() {
+        let base = entry(&[(2, true), (4, true)]);
+        let change = Change {
+            dropped: 0,
+            added: vec![v(6, false), v(8, true)],
+            meta: Meta::default(),
+        };
+        let e = changed(Some(&base), &change);
         assert_eq!(e.live(), Some(v(8, true)));
         assert_eq!(e.at(1), None);
-        assert_eq!(e.at(5).map(|v| v.rev), Some(4));
+        assert_eq!(e.at(5), Some(v(4, true)));
         assert_eq!(e.at(6), Some(v(6, false)));
-        assert_eq!(e.before(4, 1).map(|v| v.rev), Some(2));
-        assert_eq!(e.before(4, 2).map(|v| v.rev), Some(4));
+        assert_eq!(e.at(100), Some(v(8, true)));
+        assert_eq!(e.before(4, 0), Some(v(2, true)));
+        assert_eq!(e.before(4, 1), Some(v(4, true)));
+        assert_eq!(e.before(8, 0), Some(v(6, false)));
         assert_eq!(e.before(2, 0), None);
+        let delete = Change {
+            added: vec![v(6, false)],
+            ..Change::default()
+        };
+        assert_eq!(changed(Some(&base), &delete).live(), None);
     }
 
     #[test]
     fn compaction_keeps_what_reads_at_or_above_it_need() {
-        let mut e = KeyEntry {
-            versions: vec![v(1, true), v(3, true), v(5, false), v(7, true)],
-            ..KeyEntry::default()
-        };
+        let mut e = entry(&[(1, true), (3, true), (5, false), (7, true)]);
         // A read at 2 needs the put at 1; one at 3 no longer does.
-        assert_eq!(e.compact(2), vec![]);
-        assert_eq!(e.compact(3), vec![v(1, true)]);
+        assert_eq!(e.as_ref().compacted_by(2), 0);
+        assert_eq!(e.as_ref().compacted_by(3), 1);
         // A deletion exactly at the compaction revision stays, one below goes.
-        assert_eq!(e.compact(5), vec![v(3, true)]);
-        assert_eq!(e.versions, vec![v(5, false), v(7, true)]);
-        assert_eq!(e.compact(6), vec![v(5, false)]);
-        assert_eq!(e.compact(9), vec![]);
-        assert_eq!(e.versions, vec![v(7, true)]);
+        assert_eq!(e.as_ref().compacted_by(5), 2);
+        assert_eq!(e.as_ref().compacted_by(6), 3);
+        assert_eq!(e.as_ref().compacted_by(9), 3);
+        let mut c = Change::none(Some(&e.as_ref()));
+        c.drop_oldest(2, 4);
+        c.added.push(v(9, false));
+        e.apply(c);
+        assert_eq!(e, entry(&[(5, false), (7, true), (9, false)]));
+        // Dropping reaches into what the group added once the indexed ones are gone.
+        let mut c = Change {
+            added: vec![v(11, true), v(12, true)],
+            ..Change::default()
+        };
+        c.drop_oldest(4, 3);
+        e.apply(c);
+        assert_eq!(e, entry(&[(12, true)]));
     }
 
     #[test]
     fn the_view_merges_changes_over_the_base() {
-        let entry = |rev| KeyEntry {
-            versions: vec![v(rev, true)],
-            ..KeyEntry::default()
-        };
         let base: Index = [("a", 1), ("c", 2), ("e", 3)]
             .into_iter()
-            .map(|(k, r)| (k.as_bytes().to_vec(), entry(r)))
+            .map(|(k, r)| (k.as_bytes().to_vec(), entry(&[(r, true)])))
             .collect();
-        let touched: Touched = [("b", Some(entry(4))), ("c", None), ("e", Some(entry(5)))]
-            .into_iter()
-            .map(|(k, e)| (k.as_bytes().to_vec(), e))
-            .collect();
+        let add = |r| Change {
+            added: vec![v(r, true)],
+            ..Change::default()
+        };
+        let touched: Touched = [
+            ("b", add(4)),
+            (
+                "c",
+                Change {
+                    dropped: 1,
+                    ..Change::default()
+                },
+            ),
+            ("e", add(5)),
+        ]
+        .into_iter()
+        .map(|(k, c)| (k.as_bytes().to_vec(), c))
+        .collect();
         let view = IndexView {
             base: &base,
             touched: Some(&touched),
         };
         let got: Vec<_> = view
             .range(&KeyRange::new(b"a", b"\0"))
-            .map(|(k, e)| (k.to_vec(), e.versions[0].rev))
+            .map(|(k, e)| (k.to_vec(), e.versions().map(|v| v.rev).collect::<Vec<_>>()))
             .collect();
-        let want: Vec<_> = [("a", 1), ("b", 4), ("e", 5)]
+        let want: Vec<_> = [("a", vec![1]), ("b", vec![4]), ("e", vec![3, 5])]
             .into_iter()
             .map(|(k, r)| (k.as_bytes().to_vec(), r))
             .collect();

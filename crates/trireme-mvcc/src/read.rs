@@ -3,7 +3,7 @@
 //! and compares), where the view includes the apply group's pending writes.
 
 use crate::error::{ReadError, StorageError};
-use crate::index::{KeyEntry, Ver};
+use crate::index::{EntryRef, Ver};
 use crate::keys::{self, KeyRange, LeaseRecord};
 use crate::types::{Event, KeyValue, LeaseInfo, RangeRequest, RangeResponse};
 use crate::view::View;
@@ -99,7 +99,7 @@ fn scan_current(
         }
         return Ok(());
     }
-    collect(view, keys, out, KeyEntry::live)
+    collect(view, keys, out, |e| e.live())
 }
 
 /// For each key in range, the newest version at or below `at`, if it is not a deletion.
@@ -118,10 +118,10 @@ fn collect(
     view: View<'_>,
     keys: &KeyRange,
     out: &mut Collector<'_>,
-    pick: impl Fn(&KeyEntry) -> Option<Ver>,
+    pick: impl Fn(&EntryRef<'_>) -> Option<Ver>,
 ) -> Result<(), StorageError> {
     for (_, entry) in view.index.range(keys) {
-        let Some(ver) = pick(entry) else {
+        let Some(ver) = pick(&entry) else {
             continue;
         };
         if !out.wants_kv() {
@@ -154,14 +154,14 @@ pub(crate) fn live_keys(view: View<'_>, keys: &KeyRange) -> Vec<LiveKey> {
         .filter_map(|(key, entry)| {
             entry.live().map(|_| LiveKey {
                 key: key.to_vec(),
-                lease: entry.lease,
+                lease: entry.meta.lease,
             })
         })
         .collect()
 }
 
 pub(crate) fn get_kv(view: View<'_>, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
-    match view.index.get(key).and_then(KeyEntry::live) {
+    match view.index.get(key).and_then(|e| e.live()) {
         Some(ver) => view.kv(ver),
         None => Ok(None),
     }

@@ -1,12 +1,13 @@
 //! [`Store`]: the handle shared by the Raft apply loop and the API readers.
 
+use std::collections::btree_map;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::apply::Applier;
 use crate::error::{CommandError, ReadError, StorageError};
-use crate::index::{self, Index};
+use crate::index::{self, Index, KeyEntry};
 use crate::keys::{self, KeyRange};
 use crate::read::{self, ReadCtx};
 use crate::types::{
@@ -231,11 +232,22 @@ impl Store {
             self.tree.apply_batch(batch)?;
         }
         shared.state = new_state;
-        for (key, entry) in group.touched {
-            match entry {
-                Some(e) => shared.index.insert(key, e),
-                None => shared.index.remove(&key),
-            };
+        for (key, change) in group.touched {
+            match shared.index.entry(key) {
+                btree_map::Entry::Occupied(mut e) => {
+                    e.get_mut().apply(change);
+                    if e.get().versions.is_empty() {
+                        e.remove();
+                    }
+                }
+                btree_map::Entry::Vacant(e) => {
+                    if !change.added.is_empty() {
+                        let mut entry = KeyEntry::default();
+                        entry.apply(change);
+                        e.insert(entry);
+                    }
+                }
+            }
         }
         Ok(results)
     }
