@@ -334,6 +334,24 @@ impl<O: Send + 'static> NodeHandle<O> {
         ctx
     }
 
+    /// Waits for the Raft thread's answer to a queued request. If the thread stops
+    /// without answering, `stopped()`: a request queued just as the thread exits is
+    /// left in the channel (a bounded crossbeam channel keeps what it holds while a
+    /// sender lives), and its reply would never come.
+    async fn answer<T, E>(
+        &self,
+        rx: oneshot::Receiver<Result<T, E>>,
+        stopped: impl Fn() -> E,
+    ) -> Result<T, E> {
+        let mut status = self.status.clone();
+        tokio::select! {
+            // An answer sent before the thread stopped wins over the stop.
+            biased;
+            r = rx => r.unwrap_or_else(|_| Err(stopped())),
+            _ = async { status.wait_for(|s| s.stopped).await.map(|_| ()) } => Err(stopped()),
+        }
+    }
+
     /// Queues a request; on failure only whether the queue was full matters.
     fn send(&self, req: Request<O>) -> Result<(), TrySendError<()>> {
         self.tx.try_send(req).map_err(|e| match e {
@@ -358,7 +376,7 @@ impl<O: Send + 'static> NodeHandle<O> {
             reply,
         };
         match self.send(req) {
-            Ok(()) => rx.await.unwrap_or(Err(ProposeError::Stopped)),
+            Ok(()) => self.answer(rx, || ProposeError::Stopped).await,
             Err(TrySendError::Full(_)) => Err(ProposeError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(ProposeError::Stopped),
         }
@@ -374,7 +392,7 @@ impl<O: Send + 'static> NodeHandle<O> {
             reply,
         };
         match self.send(req) {
-            Ok(()) => rx.await.unwrap_or(Err(ReadError::Stopped)),
+            Ok(()) => self.answer(rx, || ReadError::Stopped).await,
             Err(TrySendError::Full(_)) => Err(ReadError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(ReadError::Stopped),
         }
@@ -407,7 +425,7 @@ impl<O: Send + 'static> NodeHandle<O> {
             reply,
         };
         match self.send(req) {
-            Ok(()) => rx.await.unwrap_or(Err(ProposeError::Stopped)),
+            Ok(()) => self.answer(rx, || ProposeError::Stopped).await,
             Err(TrySendError::Full(_)) => Err(ProposeError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(ProposeError::Stopped),
         }
