@@ -109,12 +109,13 @@ impl<'a> Applier<'a> {
         self.undo.push(Undo::Record(key, old));
     }
 
-    /// This group's change of `key` so far (one that changes nothing if none).
-    fn change(&self, key: &[u8]) -> Change {
-        match self.touched.get(key) {
-            Some(c) => c.clone(),
-            None => Change::none(self.view().index.get(key).as_ref()),
-        }
+    /// This group's change of `key` so far, or one that changes nothing of an entry
+    /// whose meta is `meta` (the caller has already looked the key up).
+    fn change(&self, key: &[u8], meta: Meta) -> Change {
+        self.touched
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| Change::none(meta))
     }
 
     fn set_change(&mut self, key: Vec<u8>, change: Change) {
@@ -124,7 +125,8 @@ impl<'a> Applier<'a> {
 
     /// Adds version (rev, sub) of `key` with the key's meta after it.
     fn add_version(&mut self, key: &[u8], ver: Ver, meta: Meta, record: Vec<u8>) {
-        let mut change = self.change(key);
+        // The meta is replaced below: no need to know the entry's.
+        let mut change = self.change(key, meta);
         change.added.push(ver);
         change.meta = meta;
         self.set(keys::rev_key(ver.rev, ver.sub).to_vec(), Some(record));
@@ -312,17 +314,17 @@ impl<'a> Applier<'a> {
             }
             .into());
         }
-        // (key, versions to drop, how many of the key's versions are indexed ones)
+        // (key, its meta, versions to drop, how many of its versions are indexed ones)
         let mut compacted = Vec::new();
         for (key, entry) in self.view().index.range(&KeyRange::all()) {
             let n = entry.compacted_by(revision);
             if n > 0 {
                 let gone: Vec<Ver> = entry.versions().take(n).collect();
-                compacted.push((key.to_vec(), gone, entry.indexed()));
+                compacted.push((key.to_vec(), entry.meta, gone, entry.indexed()));
             }
         }
-        for (key, gone, indexed) in compacted {
-            let mut change = self.change(&key);
+        for (key, meta, gone, indexed) in compacted {
+            let mut change = self.change(&key, meta);
             change.drop_oldest(gone.len(), indexed);
             for ver in gone {
                 self.set(keys::rev_key(ver.rev, ver.sub).to_vec(), None);

@@ -152,12 +152,12 @@ impl<'a> EntryRef<'a> {
 }
 
 impl Change {
-    /// The change that leaves `entry` (None: no indexed entry) as it is.
-    pub(crate) fn none(entry: Option<&EntryRef<'_>>) -> Change {
+    /// The change that leaves an entry with `meta` as it is.
+    pub(crate) fn none(meta: Meta) -> Change {
         Change {
             dropped: 0,
             added: Vec::new(),
-            meta: entry.map(|e| e.meta).unwrap_or_default(),
+            meta,
         }
     }
 
@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(e.as_ref().compacted_by(5), 2);
         assert_eq!(e.as_ref().compacted_by(6), 3);
         assert_eq!(e.as_ref().compacted_by(9), 3);
-        let mut c = Change::none(Some(&e.as_ref()));
+        let mut c = Change::none(e.meta);
         c.drop_oldest(2, 4);
         c.added.push(v(9, false));
         e.apply(c);

@@ -5,7 +5,7 @@
 use crate::error::{ReadError, StorageError};
 use crate::index::{EntryRef, Ver};
 use crate::keys::{self, KeyRange, LeaseRecord};
-use crate::types::{Event, KeyValue, LeaseInfo, RangeRequest, RangeResponse};
+use crate::types::{Event, EventKind, KeyValue, LeaseInfo, RangeRequest, RangeResponse};
 use crate::view::View;
 
 /// The revisions a range is evaluated against.
@@ -188,22 +188,24 @@ pub(crate) fn events(
         if !keys.contains(rec.key) {
             continue;
         }
-        let rec = rec.to_owned();
-        let kind = rec.kind();
-        let key = rec.key.clone();
-        let kv = rec.into_kv(rev).unwrap_or_else(|| KeyValue {
-            key: key.clone(),
-            mod_revision: rev,
-            ..KeyValue::default()
-        });
         let prev_kv = if with_prev_kv {
-            let prev = view.index.get(&key).and_then(|e| e.before(rev, sub));
+            let prev = view.index.get(rec.key).and_then(|e| e.before(rev, sub));
             match prev.filter(|v| v.put) {
                 Some(ver) => view.kv(ver)?,
                 None => None,
             }
         } else {
             None
+        };
+        let rec = rec.to_owned();
+        let kind = rec.kind();
+        let kv = match kind {
+            EventKind::Put => rec.into_kv(rev).unwrap_or_default(),
+            EventKind::Delete => KeyValue {
+                key: rec.key,
+                mod_revision: rev,
+                ..KeyValue::default()
+            },
         };
         out.push(Event { kind, kv, prev_kv });
         if limit > 0 && out.len() >= limit {

@@ -251,32 +251,29 @@ fn split_append(mut m: Message, max_bytes: u64, out: &mut Vec<Message>) {
         out.push(m);
         return;
     }
-    let entries: Vec<Entry> = m.take_entries().into();
-    let (mut prev_index, mut prev_term) = (m.index, m.log_term);
-    let mut piece: Vec<Entry> = Vec::new();
+    let mut pieces: Vec<Vec<Entry>> = Vec::new();
     let mut bytes = 0;
-    let mut flush = |piece: &mut Vec<Entry>, prev_index: &mut u64, prev_term: &mut u64| {
-        let Some(last) = piece.last() else {
-            return;
-        };
-        let (last_index, last_term) = (last.index, last.term);
-        let mut part = m.clone();
-        part.index = *prev_index;
-        part.log_term = *prev_term;
-        part.set_entries(std::mem::take(piece).into());
-        out.push(part);
-        (*prev_index, *prev_term) = (last_index, last_term);
-    };
-    for e in entries {
+    for e in m.take_entries() {
         let n = size(&e);
-        if !piece.is_empty() && bytes + n > max_bytes {
-            flush(&mut piece, &mut prev_index, &mut prev_term);
-            bytes = 0;
+        match pieces.last_mut() {
+            Some(piece) if bytes + n <= max_bytes => piece.push(e),
+            _ => {
+                pieces.push(vec![e]);
+                bytes = 0;
+            }
         }
         bytes += n;
-        piece.push(e);
     }
-    flush(&mut piece, &mut prev_index, &mut prev_term);
+    let (mut prev_index, mut prev_term) = (m.index, m.log_term);
+    for piece in pieces {
+        let mut part = m.clone();
+        (part.index, part.log_term) = (prev_index, prev_term);
+        if let Some(last) = piece.last() {
+            (prev_index, prev_term) = (last.index, last.term);
+        }
+        part.set_entries(piece.into());
+        out.push(part);
+    }
 }
 
 /// Removes half-written snapshot files left by a crash.

@@ -858,19 +858,27 @@ mod tests {
         assert_eq!(s.term(5).unwrap(), 2);
     }
 
-    #[test]
-    fn a_damaged_record_followed_by_valid_ones_is_corruption() {
+    /// Writes entries 1, 2 and 3, lets `damage` change the file given where entry 2's
+    /// record starts, and returns the error of opening the log again.
+    fn open_after_damaging_entry_2(damage: impl FnOnce(&File, u64)) -> String {
         let dir = tempfile::tempdir().unwrap();
         let mut s = LogStore::open(dir.path()).unwrap();
         s.append(&[entry(1, 1)], None, true).unwrap();
         let second = s.len;
         s.append(&[entry(2, 1), entry(3, 1)], None, true).unwrap();
-        // Flip a byte in the body of entry 2: its checksum fails.
-        let mut byte = [0u8; 1];
-        s.file.read_exact_at(&mut byte, second + 12).unwrap();
-        s.file.write_all_at(&[byte[0] ^ 0xff], second + 12).unwrap();
+        damage(&s.file, second);
         drop(s);
-        let e = LogStore::open(dir.path()).err().unwrap().to_string();
+        LogStore::open(dir.path()).err().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_damaged_record_followed_by_valid_ones_is_corruption() {
+        // Flip a byte in the body of entry 2: its checksum fails.
+        let e = open_after_damaging_entry_2(|file, second| {
+            let mut byte = [0u8; 1];
+            file.read_exact_at(&mut byte, second + 12).unwrap();
+            file.write_all_at(&[byte[0] ^ 0xff], second + 12).unwrap();
+        });
         assert!(e.contains("the log is damaged"), "{e}");
     }
 
@@ -898,18 +906,13 @@ mod tests {
 
     #[test]
     fn a_damaged_length_followed_by_valid_records_is_corruption() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = LogStore::open(dir.path()).unwrap();
-        s.append(&[entry(1, 1)], None, true).unwrap();
-        let second = s.len;
-        s.append(&[entry(2, 1), entry(3, 1)], None, true).unwrap();
         // Entry 2's length now points into the middle of entry 3.
-        let mut len = [0u8; 4];
-        s.file.read_exact_at(&mut len, second).unwrap();
-        let bigger = u32::from_le_bytes(len) + 7;
-        s.file.write_all_at(&bigger.to_le_bytes(), second).unwrap();
-        drop(s);
-        let e = LogStore::open(dir.path()).err().unwrap().to_string();
+        let e = open_after_damaging_entry_2(|file, second| {
+            let mut len = [0u8; 4];
+            file.read_exact_at(&mut len, second).unwrap();
+            let bigger = u32::from_le_bytes(len) + 7;
+            file.write_all_at(&bigger.to_le_bytes(), second).unwrap();
+        });
         assert!(e.contains("the log is damaged"), "{e}");
     }
 

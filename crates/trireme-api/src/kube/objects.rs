@@ -14,7 +14,8 @@ use super::resources::{self, Registry, Resource};
 use super::select::{FieldSelector, LabelSelector};
 use super::status::KubeError;
 
-/// How many times an update without a client `resourceVersion` retries a lost race.
+/// How many times a write retries a lost race: an update without a client
+/// `resourceVersion`, or a create whose namespace changed meanwhile.
 const UPDATE_RETRIES: usize = 8;
 
 /// Decodes a stored object and stamps `resourceVersion`, `kind` and `apiVersion`.

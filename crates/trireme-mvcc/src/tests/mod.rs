@@ -101,7 +101,19 @@ impl Fixture {
         let scratch = tempfile::tempdir().unwrap();
         let old = std::mem::replace(&mut self.store, Store::open(scratch.path()).unwrap());
         drop(old);
-        self.store = Store::open(&path).unwrap();
+        // sled's IO threads can hold its file (and the directory lock) a moment after
+        // the store is dropped: retry, bounded.
+        let mut tries = 0;
+        self.store = loop {
+            match Store::open(&path) {
+                Ok(store) => break store,
+                Err(e) if tries < 100 && e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
     }
 }
 
