@@ -23,13 +23,14 @@ use raft::eraftpb::{
 };
 use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
 use raft_proto::ConfChangeI as _;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::durable::sync_dir;
 use crate::error::{ProposeError, ReadError, StartError, StorageError, UncertainReason};
 use crate::log_store::LogStore;
 use crate::logger::raft_logger;
 use crate::node::{Bootstrap, Event, Mailbox, NodeConfig, NodeHandle, NodeStatus, Request, Role};
+use crate::runtime::{RaftRuntime, ToRaft};
 use crate::state_machine::{decode_conf_state, encode_conf_state, ApplyEntry, StateMachine};
 use crate::transport::{SnapshotFile, Transport};
 
@@ -92,6 +93,7 @@ pub(crate) fn start<SM, T>(
     config: NodeConfig,
     mut sm: SM,
     transport: Arc<T>,
+    runtime: RaftRuntime,
 ) -> Result<Arc<NodeHandle<SM::Output>>, StartError>
 where
     SM: StateMachine,
@@ -171,8 +173,11 @@ where
     raft_config.validate()?;
     let raw = RawNode::new(&raft_config, log, &raft_logger(config.id))?;
 
+    let wake = Arc::new(Notify::new());
     let (req_tx, req_rx) = crossbeam_channel::bounded(config.max_pending_requests);
     let (ev_tx, ev_rx) = crossbeam_channel::bounded(config.max_pending_requests);
+    let req_tx = ToRaft::new(req_tx, Arc::clone(&wake));
+    let ev_tx = ToRaft::new(ev_tx, Arc::clone(&wake));
     let (status_tx, status_rx) = watch::channel(NodeStatus {
         id: config.id,
         removed,
@@ -201,6 +206,7 @@ where
         mailbox,
         requests: req_rx,
         events: ev_rx,
+        wake,
         status: status_tx,
         proposals: HashMap::new(),
         conf_changes: HashMap::new(),
@@ -230,7 +236,7 @@ where
     driver.publish_status(None);
     std::thread::Builder::new()
         .name(format!("raft-{}", driver.id))
-        .spawn(move || driver.run_to_end())
+        .spawn(move || runtime.block_on(driver.run_to_end()))
         .map_err(StartError::Spawn)?;
     Ok(handle)
 }
@@ -300,6 +306,8 @@ struct Driver<SM: StateMachine, T> {
     mailbox: Mailbox,
     requests: Receiver<Request<SM::Output>>,
     events: Receiver<Event>,
+    /// Notified by whatever queues a request or an event.
+    wake: Arc<Notify>,
     status: watch::Sender<NodeStatus>,
     /// Proposals waiting for their entry to be applied here, by request id.
     proposals: HashMap<Vec<u8>, Pending<Result<SM::Output, ProposeError>>>,
@@ -384,8 +392,8 @@ impl Syncer {
 }
 
 impl<SM: StateMachine, T: Transport> Driver<SM, T> {
-    fn run_to_end(mut self) {
-        let result = self.run();
+    async fn run_to_end(mut self) {
+        let result = self.run().await;
         let (failure, shutdown) = match result {
             Ok(s) => (None, s),
             Err(Fatal(msg)) => {
@@ -417,27 +425,14 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
     }
 
-    fn run(&mut self) -> Result<Option<oneshot::Sender<()>>, Fatal> {
+    async fn run(&mut self) -> Result<Option<oneshot::Sender<()>>, Fatal> {
         let tick = self.config.tick;
         let mut next_tick = Instant::now() + tick;
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
-            crossbeam_channel::select! {
-                recv(self.requests) -> r => match r {
-                    Ok(req) => {
-                        if let Some(done) = self.on_request(req) {
-                            return Ok(Some(done));
-                        }
-                    }
-                    // Every handle is gone: nobody can use this node any more.
-                    Err(_) => return Ok(None),
-                },
-                recv(self.events) -> e => {
-                    if let Ok(e) = e {
-                        self.on_event(e)?;
-                    }
-                }
-                default(timeout) => {}
+            if self.requests.is_empty() && self.events.is_empty() {
+                // Runs the transport's tasks while it waits (see `RaftRuntime`).
+                let timeout = next_tick.saturating_duration_since(Instant::now());
+                let _ = tokio::time::timeout(timeout, self.wake.notified()).await;
             }
             for _ in 0..MAX_DRAIN {
                 let mut idle = true;
@@ -448,6 +443,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                             return Ok(Some(done));
                         }
                     }
+                    // Every handle is gone: nobody can use this node any more.
                     Err(TryRecvError::Disconnected) => return Ok(None),
                     Err(TryRecvError::Empty) => {}
                 }
@@ -473,7 +469,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 self.maybe_hand_over();
             }
             self.issue_reads();
-            self.on_ready()?;
+            self.on_ready().await?;
             let busy = !self.requests.is_empty() || !self.events.is_empty();
             let due = self.to_apply.len() >= APPLY_BATCH_MAX
                 || self
@@ -697,14 +693,17 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
     /// Processes one Ready in the order raft-rs documents ("Processing the Ready
     /// State" in raft-rs's crate docs). Nothing is stepped, proposed or campaigned
     /// between `ready()` and `advance()`.
-    fn on_ready(&mut self) -> Result<(), Fatal> {
+    async fn on_ready(&mut self) -> Result<(), Fatal> {
         if !self.raw.has_ready() {
             return Ok(());
         }
         let mut rd = self.raw.ready();
         // 1. Messages a leader may send before its own log write is durable: it
-        //    replicates while it persists.
-        self.send_messages(rd.take_messages());
+        //    replicates while it persists. They are put on the wire before the fsync
+        //    blocks this thread.
+        if self.send_messages(rd.take_messages()) {
+            tokio::task::yield_now().await;
+        }
         // 2. A snapshot from the leader: its state first, then the log's metadata.
         if !rd.snapshot().is_empty() {
             self.install_snapshot(rd.snapshot())?;
@@ -721,17 +720,21 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             .mut_store()
             .append(rd.entries(), rd.hs(), rd.must_sync())?;
         // 5. Votes and append acknowledgements: ONLY now that the batch is durable.
-        self.send_messages(rd.take_persisted_messages());
+        let mut sent = self.send_messages(rd.take_persisted_messages());
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit);
         }
-        self.send_messages(light.take_messages());
+        sent |= self.send_messages(light.take_messages());
         self.queue_apply(light.take_committed_entries());
         self.maybe_leave_joint();
         self.maybe_hand_over();
         self.answer_reads();
         self.check_term();
+        if sent {
+            // An acknowledgement goes out before this thread applies.
+            tokio::task::yield_now().await;
+        }
         Ok(())
     }
 
@@ -915,9 +918,10 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
     }
 
-    fn send_messages(&mut self, msgs: Vec<Message>) {
+    /// Hands `msgs` to the transport; true if there were any.
+    fn send_messages(&mut self, msgs: Vec<Message>) -> bool {
         if msgs.is_empty() {
-            return;
+            return false;
         }
         let mut plain = Vec::with_capacity(msgs.len());
         for m in msgs {
@@ -941,6 +945,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         if !plain.is_empty() {
             self.transport.send(plain, &self.mailbox);
         }
+        true
     }
 
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), Fatal> {

@@ -10,6 +10,8 @@
 //! - `node`: [`NodeConfig`], [`NodeHandle`] (propose, read_index, membership, status),
 //!   [`Mailbox`] (where the transport delivers inbound traffic).
 //! - `driver`: the one thread that owns the `RawNode`; the Ready loop.
+//! - `runtime`: [`RaftRuntime`], the single-threaded tokio runtime that thread drives
+//!   (a transport's tasks can run on it), and the queues that wake the loop.
 //!   `driver::membership`: the membership rules it adds to raft-rs (one change at a
 //!   time, no self-removal of a leader, promotion only in sync, removal detection).
 //! - `log_store`: [`LogStore`], raft-rs's `Storage`: a write-ahead file plus the entries in memory.
@@ -23,8 +25,8 @@
 //! ## Boundaries
 //! Generic over the transport and the state machine; knows nothing of gRPC, TLS, HTTP
 //! or the MVCC data model. raft-rs's protobuf types appear in the `Transport` API
-//! (the transport encodes them); nothing here runs on tokio's executor (the handle's
-//! futures only await oneshot replies).
+//! (the transport encodes them). The Raft thread runs its loop on its own
+//! single-threaded runtime; the handle's futures only await oneshot replies.
 
 // raft-rs's protobuf messages have private fields besides the public ones: they are
 // built with `default()` and assignments, as raft-rs itself does.
@@ -38,6 +40,7 @@ mod logger;
 mod member;
 pub mod memory;
 mod node;
+mod runtime;
 mod state_machine;
 pub mod testing;
 mod transport;
@@ -49,6 +52,7 @@ pub use error::{ProposeError, ReadError, StartError, StorageError, UncertainReas
 pub use log_store::LogStore;
 pub use member::member_id;
 pub use node::{Bootstrap, Mailbox, NodeConfig, NodeHandle, NodeStatus, Role};
+pub use runtime::RaftRuntime;
 pub use state_machine::{
     decode_conf_state, encode_conf_state, AppliedState, ApplyEntry, BackgroundSync, StateMachine,
 };

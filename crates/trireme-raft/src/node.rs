@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::TrySendError;
 use raft::eraftpb::{
     ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Message,
 };
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{ProposeError, ReadError, StartError};
+use crate::runtime::{RaftRuntime, ToRaft};
 use crate::state_machine::StateMachine;
 use crate::transport::Transport;
 
@@ -202,7 +203,7 @@ pub(crate) enum Event {
 /// when the node's queue is full the message is dropped and Raft retries.
 #[derive(Clone)]
 pub struct Mailbox {
-    pub(crate) tx: Sender<Event>,
+    pub(crate) tx: ToRaft<Event>,
     pub(crate) id: u64,
     pub(crate) snap_dir: PathBuf,
     /// The node's published status: which members it knows, for [`Mailbox::non_member`].
@@ -287,7 +288,7 @@ impl Mailbox {
 /// The handle callers use: propose, read, change membership, watch status.
 pub struct NodeHandle<O> {
     pub(crate) id: u64,
-    pub(crate) tx: Sender<Request<O>>,
+    pub(crate) tx: ToRaft<Request<O>>,
     pub(crate) mailbox: Mailbox,
     pub(crate) status: watch::Receiver<NodeStatus>,
     pub(crate) request_timeout: Duration,
@@ -298,7 +299,8 @@ pub struct NodeHandle<O> {
 
 impl<O: Send + 'static> NodeHandle<O> {
     /// Starts a node: opens its log, reconciles it with the state machine, bootstraps
-    /// if the directories are new, and spawns the thread that owns the `RawNode`.
+    /// if the directories are new, and spawns the thread that owns the `RawNode`, on a
+    /// runtime of its own.
     pub fn start<SM, T>(
         config: NodeConfig,
         sm: SM,
@@ -308,7 +310,23 @@ impl<O: Send + 'static> NodeHandle<O> {
         SM: StateMachine<Output = O>,
         T: Transport,
     {
-        crate::driver::start(config, sm, transport)
+        let runtime = RaftRuntime::new().map_err(StartError::Spawn)?;
+        crate::driver::start(config, sm, transport, runtime)
+    }
+
+    /// [`NodeHandle::start`] on `runtime`, whose handle the transport already spawns
+    /// its tasks on: they then run on the Raft thread (see [`RaftRuntime`]).
+    pub fn start_on<SM, T>(
+        config: NodeConfig,
+        sm: SM,
+        transport: Arc<T>,
+        runtime: RaftRuntime,
+    ) -> Result<Arc<Self>, StartError>
+    where
+        SM: StateMachine<Output = O>,
+        T: Transport,
+    {
+        crate::driver::start(config, sm, transport, runtime)
     }
 
     pub fn id(&self) -> u64 {

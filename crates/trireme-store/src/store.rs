@@ -12,7 +12,7 @@ use trireme_mvcc::{
     Command, CommandResult, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use trireme_raft::{NodeConfig, NodeHandle, NodeStatus, Role, StartError, Transport};
+use trireme_raft::{NodeConfig, NodeHandle, NodeStatus, RaftRuntime, Role, StartError, Transport};
 
 use crate::lessor::Lessor;
 use crate::machine::{current, expect_mvcc, MvccMachine, SharedStore};
@@ -71,13 +71,24 @@ impl KvStore {
         config: StoreConfig,
         transport: Arc<T>,
     ) -> Result<Arc<Self>, StartError> {
+        let runtime = RaftRuntime::new().map_err(StartError::Spawn)?;
+        KvStore::start_on(config, transport, runtime)
+    }
+
+    /// [`KvStore::start`] with the Raft thread driving `runtime`, on which the
+    /// transport runs its tasks (see [`RaftRuntime`]).
+    pub fn start_on<T: Transport>(
+        config: StoreConfig,
+        transport: Arc<T>,
+        runtime: RaftRuntime,
+    ) -> Result<Arc<Self>, StartError> {
         let lessor = Arc::new(Lessor::default());
         let machine = MvccMachine::open(&config.node.dir.join("state"), Arc::clone(&lessor))
             .map_err(|e| StartError::StateMachine(e.to_string()))?;
         let store = machine.shared_store();
         let revision = machine.revision_watch();
         let members = machine.member_watch();
-        let node = NodeHandle::start(config.node, machine, transport)?;
+        let node = NodeHandle::start_on(config.node, machine, transport, runtime)?;
         let this = Arc::new(KvStore {
             node,
             store,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
-use trireme_raft::{Bootstrap, NodeConfig, Role};
+use trireme_raft::{Bootstrap, NodeConfig, RaftRuntime, Role};
 use trireme_store::{KvStore, StoreConfig};
 use trireme_transport::{member_id, MailboxSlot, PeerServer, PeerTls, PeerTransport};
 
@@ -201,7 +201,12 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
             .with_context(|| format!("write {}", identity.display()))?;
     }
 
-    let transport = PeerTransport::new(tokio::runtime::Handle::current(), tls.peer.clone());
+    // The Raft thread drives this runtime; the peer streams and the peer server run on
+    // it, so a Raft message goes between socket and Raft loop without a thread
+    // hand-off (see `trireme_raft::RaftRuntime`).
+    let raft_runtime = RaftRuntime::new().context("start the Raft thread's runtime")?;
+    let raft_io = raft_runtime.handle();
+    let transport = PeerTransport::new(raft_io.clone(), tls.peer.clone());
     let mut voters = Vec::new();
     for (name, url) in &cfg.initial_cluster {
         let peer = member_id(name);
@@ -230,11 +235,20 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
     node.request_timeout = cfg.request_timeout;
     let mut store_config = StoreConfig::new(node);
     store_config.max_request_bytes = cfg.max_request_bytes;
-    let store = KvStore::start(store_config, Arc::clone(&transport)).context("start the store")?;
+    let store = KvStore::start_on(store_config, Arc::clone(&transport), raft_runtime)
+        .context("start the store")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
+    };
+    let peer_listener = {
+        // Accepted connections belong to the runtime the listener is registered with.
+        let _raft_io = raft_io.enter();
+        peer_listener
+            .into_std()
+            .and_then(tokio::net::TcpListener::from_std)
+            .context("move the peer port to the Raft thread's runtime")?
     };
     let peer_server = PeerServer::from_listener(
         peer_listener,
@@ -242,7 +256,9 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
         MailboxSlot::with(store.node().mailbox()),
     )
     .context("start the peer server")?;
-    let peer_task = tokio::spawn(peer_server.serve(stopped(stop_rx.clone())));
+    // Ends when the server stops or, at the latest, when the node stops (its runtime
+    // goes with it).
+    let peer_task = raft_io.spawn(peer_server.serve(stopped(stop_rx.clone())));
 
     // The transport follows the member table (peers added and removed later, moved
     // URLs); this replica publishes its own attributes into it.
