@@ -699,9 +699,11 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
         let mut rd = self.raw.ready();
         // 1. Messages a leader may send before its own log write is durable: it
-        //    replicates while it persists. They are put on the wire before the fsync
-        //    blocks this thread.
-        if self.send_messages(rd.take_messages()) {
+        //    replicates while it persists. When this Ready is fsynced they are put
+        //    on the wire first: the transport runs on this thread, which the fsync
+        //    blocks. Otherwise they wait for the next pause of the loop, so that a
+        //    commit is applied and answered before it is broadcast.
+        if self.send_messages(rd.take_messages()) && rd.must_sync() {
             tokio::task::yield_now().await;
         }
         // 2. A snapshot from the leader: its state first, then the log's metadata.
@@ -720,19 +722,19 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             .mut_store()
             .append(rd.entries(), rd.hs(), rd.must_sync())?;
         // 5. Votes and append acknowledgements: ONLY now that the batch is durable.
-        let mut sent = self.send_messages(rd.take_persisted_messages());
+        let answered = self.send_messages(rd.take_persisted_messages());
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit);
         }
-        sent |= self.send_messages(light.take_messages());
+        self.send_messages(light.take_messages());
         self.queue_apply(light.take_committed_entries());
         self.maybe_leave_joint();
         self.maybe_hand_over();
         self.answer_reads();
         self.check_term();
-        if sent {
-            // An acknowledgement goes out before this thread applies.
+        if answered {
+            // An acknowledgement or a vote goes out before this thread applies.
             tokio::task::yield_now().await;
         }
         Ok(())
