@@ -17,14 +17,15 @@
 //! `fdatasync` writes no metadata; zeros where a record header should be end the log.
 //! The Ready that extends pays for writing and flushing the zeros, and every replica's
 //! fsync behind it on a shared disk waits: 4 MiB at a time stalled them for 5-15 ms
-//! (most of the p99 of 64 clients); 512 KiB keeps each stall near a millisecond. A record that is short or fails its checksum
-//! ends the log on replay when it is a torn write (of a Ready that was never synced, so
-//! never acknowledged: nothing valid after it, or a sector of it is zeros) and the file
-//! is cut there; a bad record with a valid one after it and no zero sector is damage to
-//! synced data and stops the node. Compaction appends a `COMPACT` record; once the
-//! segment has grown past [`SEGMENT_LIMIT`] the live entries are rewritten into a new
-//! segment (written, fsynced, renamed, directory fsynced) and the old one removed. A
-//! snapshot replaces the log the same way. Every error is fail-stop.
+//! (most of the p99 of 64 clients); 512 KiB keeps each stall near a millisecond.
+//! A record that is short or fails its checksum ends the log on replay when it is a
+//! torn write (of a Ready that was never synced, so never acknowledged: nothing valid
+//! after it, or a sector of it is zeros) and the file is cut there; a bad record with
+//! a valid one after it and no zero sector is damage to synced data and stops the
+//! node. Compaction appends a `COMPACT` record; once the segment has grown past
+//! [`SEGMENT_LIMIT`] the live entries are rewritten into a new segment (written,
+//! fsynced, renamed, directory fsynced) and the old one removed. A snapshot replaces
+//! the log the same way. Every error is fail-stop.
 //!
 //! The conf state is *not* stored here: it lives with the state machine, written in the
 //! same atomic batch as the applied index (see `StateMachine`), and is handed to
