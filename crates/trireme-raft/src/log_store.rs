@@ -731,14 +731,20 @@ mod tests {
             e
         };
         // Small and large appends, some larger than a chunk: 6 MiB in all.
-        let lens = |i: u64| if i % 10 == 0 { 700 << 10 } else { 4 << 10 };
+        let lens = |i: u64| {
+            if i.is_multiple_of(10) {
+                700 << 10
+            } else {
+                4 << 10
+            }
+        };
         let last = 100;
         {
             let mut s = LogStore::open(dir.path()).unwrap();
             for i in 1..=last {
                 s.append(&[sized(i, lens(i))], None, true).unwrap();
                 assert!(s.len <= s.allocated, "a record past the zeroed end");
-                assert_eq!(s.allocated % ZERO_CHUNK, 0);
+                assert!(s.allocated.is_multiple_of(ZERO_CHUNK));
                 assert_eq!(s.file.metadata().unwrap().len(), s.allocated);
             }
         }
