@@ -48,7 +48,9 @@ const MAX_DRAIN: usize = 8192;
 const APPLY_DELAY_MAX: Duration = Duration::from_millis(1);
 const APPLY_BATCH_MAX: usize = 1024;
 
+mod commit_notice;
 mod membership;
+use commit_notice::CommitNotices;
 use membership::{in_conf, removed_from, Refusal, PROBE_CONTEXT};
 
 /// A fail-stop condition: the loop ends and the node reports it in its status.
@@ -167,6 +169,9 @@ where
         // One append message per follower per Ready, not one per proposal: under load
         // that is most of the messages (and their acknowledgements) a write costs.
         batch_append: true,
+        // No empty append to every follower each time the commit index moves: the
+        // driver tells followers itself (`commit_notice`).
+        skip_bcast_commit: true,
         max_uncommitted_size: config.max_uncommitted_size,
         ..Default::default()
     };
@@ -227,6 +232,7 @@ where
         to_apply: Vec::new(),
         to_apply_since: None,
         syncer: None,
+        commit_notices: CommitNotices::default(),
         config,
     };
     if let Some(sync) = driver.sm.background_sync() {
@@ -343,6 +349,8 @@ struct Driver<SM: StateMachine, T> {
     to_apply_since: Option<Instant>,
     /// The state machine's background sync, when it has one.
     syncer: Option<Syncer>,
+    /// As leader: which commit index each follower was told, and when it must be.
+    commit_notices: CommitNotices,
 }
 
 /// A thread that syncs the state machine before the log is compacted (see
@@ -428,10 +436,16 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
     async fn run(&mut self) -> Result<Option<oneshot::Sender<()>>, Fatal> {
         let tick = self.config.tick;
         let mut next_tick = Instant::now() + tick;
+        // Commit notices were queued at the end of the last round: send them first.
+        let mut told = false;
         loop {
-            if self.requests.is_empty() && self.events.is_empty() {
+            if !told && self.requests.is_empty() && self.events.is_empty() {
                 // Runs the transport's tasks while it waits (see `RaftRuntime`).
-                let timeout = next_tick.saturating_duration_since(Instant::now());
+                let until = self
+                    .commit_notices
+                    .due()
+                    .map_or(next_tick, |due| due.min(next_tick));
+                let timeout = until.saturating_duration_since(Instant::now());
                 let _ = tokio::time::timeout(timeout, self.wake.notified()).await;
             }
             for _ in 0..MAX_DRAIN {
@@ -480,6 +494,8 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             }
             self.maybe_snapshot_and_compact()?;
             self.publish_status(None);
+            // After this round's Ready: its acknowledgements may have moved the commit.
+            told = self.tell_commit(Instant::now());
         }
     }
 
@@ -566,8 +582,12 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                     }
                 }
                 let from = m.from;
+                let forwarded = m.get_msg_type() == MessageType::MsgPropose;
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(node = self.id, "step: {e}");
+                } else if forwarded && self.raw.raft.state == StateRole::Leader {
+                    let last = self.raw.raft.raft_log.last_index();
+                    self.commit_notices.on_forwarded(from, last);
                 }
                 if from != raft::INVALID_ID && from == self.raw.raft.leader_id {
                     self.last_leader_contact = self.ticks;
@@ -903,6 +923,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             return;
         }
         self.term = term;
+        self.commit_notices.clear();
         for (_, p) in self.proposals.drain() {
             let _ = p.reply.send(Err(ProposeError::Uncertain(
                 UncertainReason::LeadershipChanged,
@@ -918,6 +939,30 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 let _ = w.reply.send(Err(ReadError::LeadershipChanged));
             }
         }
+    }
+
+    /// As leader, queues an empty append to each follower that must hear of the
+    /// commit index now (see `commit_notice`); it goes out with the next Ready. True
+    /// if it queued any.
+    fn tell_commit(&mut self, now: Instant) -> bool {
+        if self.raw.raft.state != StateRole::Leader {
+            self.commit_notices.clear();
+            return false;
+        }
+        let peers: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != self.id)
+            .collect();
+        let committed = self.raw.raft.raft_log.committed;
+        let due = self.commit_notices.due_now(now, committed, &peers);
+        for &to in &due {
+            self.raw.raft.send_append(to);
+        }
+        !due.is_empty()
     }
 
     /// Hands `msgs` to the transport; true if there were any.
@@ -945,6 +990,9 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             }
         }
         if !plain.is_empty() {
+            for m in &plain {
+                self.commit_notices.on_send(m);
+            }
             self.transport.send(plain, &self.mailbox);
         }
         true

@@ -334,3 +334,48 @@ async fn the_log_is_compacted_after_a_background_sync_and_its_failure_stops_the_
         "nothing was compacted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_learn_of_a_commit_without_a_later_write_or_heartbeat() {
+    // Heartbeats 30 s apart: within the test, followers hear of a commit only from
+    // the leader's commit notices (an idle leader sends no append otherwise).
+    let c = Cluster::start_with(3, 10_000, |n| {
+        n.heartbeat_ticks = 3_000;
+        n.election_ticks = 6_000;
+        n.request_timeout = Duration::from_secs(20);
+    });
+    c.node(1).handle.campaign();
+    let leader = c.leader(&[1, 2, 3]).await;
+    let followers: Vec<u64> = (1..=3).filter(|i| *i != leader).collect();
+    let applied_everywhere = |payload: &'static [u8]| {
+        let c = &c;
+        async move {
+            wait_for(Duration::from_secs(10), || {
+                (1..=3)
+                    .all(|id| c.node(id).sm.payloads().iter().any(|p| p == payload))
+                    .then_some(())
+            })
+            .await
+        }
+    };
+
+    c.node(leader)
+        .handle
+        .propose(b"one".to_vec())
+        .await
+        .unwrap();
+    assert!(
+        applied_everywhere(b"one").await.is_some(),
+        "both followers apply a write made on the leader"
+    );
+    // A write forwarded by a follower: its answer waits for the follower's own apply.
+    c.node(followers[0])
+        .handle
+        .propose(b"two".to_vec())
+        .await
+        .unwrap();
+    assert!(
+        applied_everywhere(b"two").await.is_some(),
+        "every node applies a write forwarded by a follower"
+    );
+}
