@@ -25,6 +25,8 @@ use hdrhistogram::Histogram;
 use rand::Rng as _;
 use serde::Serialize;
 
+mod conn;
+
 /// Default request count when neither `--total` nor `--duration` is given.
 const DEFAULT_TOTAL: u64 = 10_000;
 /// Highest latency the histogram holds (one hour, in microseconds); longer ones are
@@ -35,7 +37,7 @@ const MAX_VALUE: usize = 1024 * 1024;
 const MAX_TXN_OPS: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Op {
     /// `POST /v3/kv/put` of one key.
     Put,
@@ -347,21 +349,6 @@ pub fn classify_status(status: u16, body: &[u8]) -> String {
     format!("HTTP {status}: {msg}")
 }
 
-fn classify_transport(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else if e.is_request() {
-        "request"
-    } else {
-        "other"
-    };
-    format!("transport: {kind}")
-}
-
 // ---- leader discovery ----
 
 fn json_u64(v: Option<&serde_json::Value>) -> Option<u64> {
@@ -588,7 +575,8 @@ fn new_histogram() -> anyhow::Result<Histogram<u64>> {
 }
 
 struct Shared {
-    http: reqwest::Client,
+    tls: Option<tokio_rustls::TlsConnector>,
+    timeout: Duration,
     bodies: Bodies,
     issued: AtomicU64,
     done: AtomicU64,
@@ -598,7 +586,8 @@ struct Shared {
     key_space: u64,
 }
 
-async fn client_loop(sh: Arc<Shared>, url: String) -> anyhow::Result<ClientResult> {
+async fn client_loop(sh: Arc<Shared>, target: conn::Target) -> anyhow::Result<ClientResult> {
+    let mut conn = conn::Conn::new(target, sh.tls.clone(), sh.timeout);
     let mut r = ClientResult {
         hist: new_histogram()?,
         ok: 0,
@@ -617,23 +606,10 @@ async fn client_loop(sh: Arc<Shared>, url: String) -> anyhow::Result<ClientResul
         };
         let body = sh.bodies.body(key);
         let start = Instant::now();
-        let outcome = match sh
-            .http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-        {
-            Ok(resp) => {
-                let status = resp.status();
-                match resp.bytes().await {
-                    Ok(_) if status.is_success() => Ok(()),
-                    Ok(b) => Err(classify_status(status.as_u16(), &b)),
-                    Err(e) => Err(classify_transport(&e)),
-                }
-            }
-            Err(e) => Err(classify_transport(&e)),
+        let outcome = match conn.post(body.into_bytes()).await {
+            Ok((status, _)) if (200..300).contains(&status) => Ok(()),
+            Ok((status, answer)) => Err(classify_status(status, &answer)),
+            Err(kind) => Err(kind),
         };
         let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
         match outcome {
@@ -668,10 +644,25 @@ fn progress_bar(plan: &Plan) -> indicatif::ProgressBar {
 pub async fn run(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
     let http = build_client(plan)?;
     let targets = discover(plan, &http).await?;
+    let tls = match &plan.cacert {
+        Some(ca) => Some(conn::tls_connector(
+            ca,
+            plan.identity
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path())),
+        )?),
+        None => None,
+    };
+    let bodies = Bodies::new(plan);
+    let path = bodies.path();
+    let client_targets = (0..plan.clients)
+        .map(|i| conn::Target::new(&targets[i % targets.len()], path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let start = Instant::now();
     let shared = Arc::new(Shared {
-        http,
-        bodies: Bodies::new(plan),
+        tls,
+        timeout: plan.timeout,
+        bodies,
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
         total: plan.total,
@@ -679,12 +670,9 @@ pub async fn run(plan: &Plan, progress: bool) -> anyhow::Result<Report> {
         sequential: plan.sequential_keys,
         key_space: plan.key_space,
     });
-    let path = shared.bodies.path();
-    let tasks: Vec<_> = (0..plan.clients)
-        .map(|i| {
-            let url = format!("{}{path}", targets[i % targets.len()]);
-            tokio::spawn(client_loop(shared.clone(), url))
-        })
+    let tasks: Vec<_> = client_targets
+        .into_iter()
+        .map(|target| tokio::spawn(client_loop(shared.clone(), target)))
         .collect();
 
     let ticker = progress.then(|| {
