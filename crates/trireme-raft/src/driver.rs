@@ -233,6 +233,7 @@ where
         to_apply_since: None,
         syncer: None,
         commit_notices: CommitNotices::default(),
+        peer_ids: Vec::new(),
         config,
     };
     if let Some(sync) = driver.sm.background_sync() {
@@ -351,6 +352,9 @@ struct Driver<SM: StateMachine, T> {
     syncer: Option<Syncer>,
     /// As leader: which commit index each follower was told, and when it must be.
     commit_notices: CommitNotices,
+    /// The other members' ids, refilled each round `tell_commit` runs (kept to reuse
+    /// its allocation).
+    peer_ids: Vec<u64>,
 }
 
 /// A thread that syncs the state machine before the log is compacted (see
@@ -949,16 +953,18 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             self.commit_notices.clear();
             return false;
         }
-        let peers: Vec<u64> = self
-            .raw
-            .raft
-            .prs()
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| *id != self.id)
-            .collect();
+        let me = self.id;
+        self.peer_ids.clear();
+        self.peer_ids.extend(
+            self.raw
+                .raft
+                .prs()
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != me),
+        );
         let committed = self.raw.raft.raft_log.committed;
-        let due = self.commit_notices.due_now(now, committed, &peers);
+        let due = self.commit_notices.due_now(now, committed, &self.peer_ids);
         for &to in &due {
             self.raw.raft.send_append(to);
         }

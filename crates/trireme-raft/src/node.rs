@@ -311,7 +311,7 @@ impl<O: Send + 'static> NodeHandle<O> {
         T: Transport,
     {
         let runtime = RaftRuntime::new().map_err(StartError::Spawn)?;
-        crate::driver::start(config, sm, transport, runtime)
+        NodeHandle::start_on(config, sm, transport, runtime)
     }
 
     /// [`NodeHandle::start`] on `runtime`, whose handle the transport already spawns

@@ -14,11 +14,11 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use trireme_transport::pki;
 
 /// Where one client sends its requests: an endpoint's address and the request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,16 +69,10 @@ pub fn tls_connector(
     identity: Option<(&Path, &Path)>,
 ) -> anyhow::Result<TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(cacert)
-        .with_context(|| format!("read {}", cacert.display()))?
-    {
-        let cert = cert.with_context(|| format!("parse {}", cacert.display()))?;
+    for cert in pki::load_certs(cacert).context("--cacert: no certificate to trust")? {
         roots
             .add(cert)
-            .with_context(|| format!("parse {}", cacert.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(anyhow!("{}: no certificate in it", cacert.display()));
+            .with_context(|| format!("--cacert: {}", cacert.display()))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -87,16 +81,9 @@ pub fn tls_connector(
         .with_root_certificates(roots);
     let config = match identity {
         None => builder.with_no_client_auth(),
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .with_context(|| format!("read {}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .with_context(|| format!("read {}", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .context("client certificate and key")?
-        }
+        Some((cert, key)) => builder
+            .with_client_auth_cert(pki::load_certs(cert)?, pki::load_key(key)?)
+            .context("client certificate and key")?,
     };
     Ok(TlsConnector::from(Arc::new(config)))
 }
