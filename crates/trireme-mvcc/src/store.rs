@@ -163,6 +163,21 @@ impl Store {
     /// `Err(CommandError::AlreadyApplied)`; `command: None` only moves the applied index;
     /// `conf_state: Some(..)` replaces the stored conf state. One result per entry.
     pub fn apply_batch(&self, entries: &[ApplyEntry]) -> Result<Vec<ApplyResult>, StorageError> {
+        let mut out = Vec::new();
+        self.apply_batch_answering(entries, |results| out = results)?;
+        Ok(out)
+    }
+
+    /// [`Store::apply_batch`], handing the results to `decided` as soon as they are
+    /// decided and readers are locked out, before the records are written: a read that
+    /// starts after `decided` was called waits for the batch and sees it. `decided` is
+    /// called once if this returns `Ok`, and must not use this store (it holds the
+    /// state's write lock). Lets the caller answer clients while the batch is written.
+    pub fn apply_batch_answering(
+        &self,
+        entries: &[ApplyEntry],
+        decided: impl FnOnce(Vec<ApplyResult>),
+    ) -> Result<(), StorageError> {
         let _applying = self.lock_apply();
         // Only appliers change the index, and they are serialized: reading it under the
         // shared lock while the batch is built lets readers go on meanwhile.
@@ -197,7 +212,8 @@ impl Store {
             }
         }
         if applied.index == start.applied.index {
-            return Ok(results);
+            decided(results);
+            return Ok(());
         }
         let new_state = State {
             revision: applier.revision,
@@ -208,6 +224,7 @@ impl Store {
         let meta = keys::encode("meta state", &new_state)?;
         drop(shared);
         let mut shared = self.write_state();
+        decided(results);
         if group.appends_only {
             // Plain inserts, the meta state last. sled recovers its log in order up to
             // the first torn write, so after a crash either the meta state is there
@@ -249,7 +266,7 @@ impl Store {
                 }
             }
         }
-        Ok(results)
+        Ok(())
     }
 
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, ReadError> {

@@ -866,30 +866,33 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             }
         }
         let last = batch.last().map(|e| e.index).unwrap_or(self.applied);
-        let outputs = self
-            .sm
-            .apply(batch)
+        let mut owed = Some(owed);
+        let proposals = &mut self.proposals;
+        let conf_changes = &mut self.conf_changes;
+        self.sm
+            .apply_answering(batch, &mut |outputs| {
+                for (owed, output) in owed.take().into_iter().flatten().zip(outputs) {
+                    match owed {
+                        Owed::Proposal(ctx) => {
+                            if let Some(p) = proposals.remove(&ctx) {
+                                let _ = p.reply.send(Ok(output));
+                            }
+                        }
+                        Owed::ConfChange(ctx, result) => {
+                            if let Some(p) = conf_changes.remove(&ctx) {
+                                let _ = p.reply.send(result);
+                            }
+                        }
+                        Owed::Refused(ctx, refusal) => {
+                            if let Some(p) = conf_changes.remove(&ctx) {
+                                let _ = p.reply.send(Err(refusal.error()));
+                            }
+                        }
+                    }
+                }
+            })
             .map_err(|e| Fatal(format!("state machine apply: {e}")))?;
         self.applied = self.applied.max(last);
-        for (owed, output) in owed.into_iter().zip(outputs) {
-            match owed {
-                Owed::Proposal(ctx) => {
-                    if let Some(p) = self.proposals.remove(&ctx) {
-                        let _ = p.reply.send(Ok(output));
-                    }
-                }
-                Owed::ConfChange(ctx, result) => {
-                    if let Some(p) = self.conf_changes.remove(&ctx) {
-                        let _ = p.reply.send(result);
-                    }
-                }
-                Owed::Refused(ctx, refusal) => {
-                    if let Some(p) = self.conf_changes.remove(&ctx) {
-                        let _ = p.reply.send(Err(refusal.error()));
-                    }
-                }
-            }
-        }
         if leave_joint {
             // Proposed after `advance` (see `on_ready`): nothing may be proposed
             // between `ready()` and `advance()`.

@@ -50,6 +50,20 @@ pub trait StateMachine: Send + 'static {
 
     fn applied(&self) -> AppliedState;
     fn apply(&mut self, entries: Vec<ApplyEntry>) -> Result<Vec<Self::Output>, Self::Error>;
+    /// `apply`, handing the outputs to `answer` as early as the machine can: once they
+    /// are decided and any read that starts after `answer` returns would see them,
+    /// possibly before `apply`'s own writes are done. The node answers the proposals'
+    /// waiters from `answer`. It is called once if this returns `Ok`; after an `Err`
+    /// the node stops whether it was called or not. The default answers after `apply`.
+    fn apply_answering(
+        &mut self,
+        entries: Vec<ApplyEntry>,
+        answer: &mut dyn FnMut(Vec<Self::Output>),
+    ) -> Result<(), Self::Error> {
+        let outputs = self.apply(entries)?;
+        answer(outputs);
+        Ok(())
+    }
     fn sync(&mut self) -> Result<(), Self::Error>;
     /// A function that does what [`StateMachine::sync`] does from another thread, while
     /// `apply` goes on: everything applied before it was called is durable when it

@@ -160,6 +160,58 @@ enum Decoded {
     Malformed(String),
 }
 
+/// One output per entry, from what the store decided for it.
+fn outputs(
+    store: &Store,
+    lessor: &Lessor,
+    decoded: Vec<(Decoded, Option<Command>)>,
+    results: Vec<trireme_mvcc::ApplyResult>,
+    now: Instant,
+) -> Result<Vec<ApplyOutput>, MachineError> {
+    let mut outputs = Vec::with_capacity(results.len());
+    for ((d, command), result) in decoded.into_iter().zip(results) {
+        let output = match d {
+            Decoded::Malformed(why) => Err(ApplyFailure::Malformed(why)),
+            Decoded::Member(id) => match result {
+                Err(CommandError::AlreadyApplied) => Err(CommandError::AlreadyApplied.into()),
+                _ => Ok(Applied::Member { id }),
+            },
+            Decoded::NotMember(id) => match result {
+                Err(CommandError::AlreadyApplied) => Err(CommandError::AlreadyApplied.into()),
+                _ => Err(ApplyFailure::NotMember(id)),
+            },
+            Decoded::KeepAlive(id) => match result {
+                Err(CommandError::AlreadyApplied) => Err(CommandError::AlreadyApplied.into()),
+                _ => match store.lease(id)? {
+                    Some(info) => {
+                        lessor.renew(id, info.ttl_seconds, now);
+                        Ok(Applied::LeaseKeepAlive {
+                            id,
+                            ttl_seconds: info.ttl_seconds,
+                        })
+                    }
+                    None => Err(CommandError::LeaseNotFound(id).into()),
+                },
+            },
+            Decoded::Mvcc => {
+                match (&command, &result) {
+                    (Some(Command::LeaseGrant { id, ttl_seconds }), Ok(_)) => {
+                        lessor.renew(*id, *ttl_seconds, now)
+                    }
+                    (Some(Command::LeaseRevoke { id }), Ok(_))
+                    | (Some(Command::LeaseRevoke { id }), Err(CommandError::LeaseNotFound(_))) => {
+                        lessor.remove(*id)
+                    }
+                    _ => {}
+                }
+                result.map(Applied::Mvcc).map_err(ApplyFailure::from)
+            }
+        };
+        outputs.push(output);
+    }
+    Ok(outputs)
+}
+
 fn set_member(id: u64, attrs: &MemberAttrs) -> ClusterWrite {
     ClusterWrite {
         key: member_key(id),
@@ -181,6 +233,18 @@ impl StateMachine for MvccMachine {
     }
 
     fn apply(&mut self, entries: Vec<ApplyEntry>) -> Result<Vec<ApplyOutput>, MachineError> {
+        let mut out = Vec::new();
+        self.apply_answering(entries, &mut |outputs| out = outputs)?;
+        Ok(out)
+    }
+
+    /// Answers before the batch's records are written (`Store::apply_batch_answering`)
+    /// unless an entry's output must read the store: a lease keep-alive's TTL.
+    fn apply_answering(
+        &mut self,
+        entries: Vec<ApplyEntry>,
+        answer: &mut dyn FnMut(Vec<ApplyOutput>),
+    ) -> Result<(), MachineError> {
         let store = current(&self.store);
         let applied_index = store.applied().index;
         // The configuration as of the entry being looked at (membership decides
@@ -250,55 +314,31 @@ impl StateMachine for MvccMachine {
                 cluster,
             });
         }
-        let results = store.apply_batch(&batch)?;
         let now = Instant::now();
-        let mut outputs = Vec::with_capacity(results.len());
-        for ((d, command), result) in decoded.into_iter().zip(results) {
-            let output = match d {
-                Decoded::Malformed(why) => Err(ApplyFailure::Malformed(why)),
-                Decoded::Member(id) => match result {
-                    Err(CommandError::AlreadyApplied) => Err(CommandError::AlreadyApplied.into()),
-                    _ => Ok(Applied::Member { id }),
-                },
-                Decoded::NotMember(id) => match result {
-                    Err(CommandError::AlreadyApplied) => Err(CommandError::AlreadyApplied.into()),
-                    _ => Err(ApplyFailure::NotMember(id)),
-                },
-                Decoded::KeepAlive(id) => match result {
-                    Err(CommandError::AlreadyApplied) => Err(CommandError::AlreadyApplied.into()),
-                    _ => match store.lease(id)? {
-                        Some(info) => {
-                            self.lessor.renew(id, info.ttl_seconds, now);
-                            Ok(Applied::LeaseKeepAlive {
-                                id,
-                                ttl_seconds: info.ttl_seconds,
-                            })
-                        }
-                        None => Err(CommandError::LeaseNotFound(id).into()),
-                    },
-                },
-                Decoded::Mvcc => {
-                    match (&command, &result) {
-                        (Some(Command::LeaseGrant { id, ttl_seconds }), Ok(_)) => {
-                            self.lessor.renew(*id, *ttl_seconds, now)
-                        }
-                        (Some(Command::LeaseRevoke { id }), Ok(_))
-                        | (
-                            Some(Command::LeaseRevoke { id }),
-                            Err(CommandError::LeaseNotFound(_)),
-                        ) => self.lessor.remove(*id),
-                        _ => {}
-                    }
-                    result.map(Applied::Mvcc).map_err(ApplyFailure::from)
+        if decoded
+            .iter()
+            .any(|(d, _)| matches!(d, Decoded::KeepAlive(_)))
+        {
+            let results = store.apply_batch(&batch)?;
+            answer(outputs(&store, &self.lessor, decoded, results, now)?);
+        } else {
+            // No output reads the store, so they can be built under its write lock.
+            let mut failed = None;
+            store.apply_batch_answering(&batch, |results| {
+                match outputs(&store, &self.lessor, decoded, results, now) {
+                    Ok(o) => answer(o),
+                    Err(e) => failed = Some(e),
                 }
-            };
-            outputs.push(output);
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
         self.publish_revision(&store);
         if members_changed {
             self.publish_members(&store)?;
         }
-        Ok(outputs)
+        Ok(())
     }
 
     fn sync(&mut self) -> Result<(), MachineError> {

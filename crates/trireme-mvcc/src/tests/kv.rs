@@ -244,3 +244,28 @@ fn keys_with_zero_bytes_keep_separate_histories() {
     assert_eq!(f.keys("a", "\0", 5), ["a", "a\0\0"]);
     assert_eq!(f.keys("a\0", "a\0\u{1}", 3), ["a\0", "a\0\0"]);
 }
+
+#[test]
+fn a_read_started_once_results_are_handed_out_sees_the_batch() {
+    let mut f = Fixture::new();
+    f.put("a", "1");
+    let e = f.entry(Some(put("a", "2")));
+    let f = &f;
+    std::thread::scope(|scope| {
+        let mut reader = None;
+        f.store
+            .apply_batch_answering(&[e], |results| {
+                assert!(matches!(results[..], [Ok(CommandResult::Put(_))]));
+                // The read starts before the records are written; it must wait for them.
+                let (started, wait_started) = std::sync::mpsc::channel();
+                reader = Some(scope.spawn(move || {
+                    started.send(()).unwrap();
+                    f.get("a")
+                }));
+                wait_started.recv().unwrap();
+            })
+            .unwrap();
+        let seen = reader.unwrap().join().unwrap();
+        assert_eq!(seen.map(|kv| kv.value), Some(b"2".to_vec()));
+    });
+}
