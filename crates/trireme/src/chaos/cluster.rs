@@ -52,8 +52,37 @@ pub fn fiu_available() -> bool {
     ["fiu-run", "fiu-ctrl"].into_iter().all(netns::on_path)
 }
 
+/// A free loopback address for a replica to bind later. The port is drawn below the
+/// kernel's ephemeral range, so an outgoing connection (a proxy dialing a replica)
+/// cannot take it between this check and the replica's bind, and it is never handed
+/// out twice by this process. Falls back to a kernel-chosen port when that range is
+/// too small or taken.
 fn free_addr() -> anyhow::Result<SocketAddr> {
+    use rand::Rng as _;
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let below = ephemeral_low().min(32_768);
+    if below > 21_000 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..1000 {
+            let port = rng.gen_range(20_000..below);
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
+                return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+            }
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// Where the replicas' sockets live.
@@ -684,4 +713,26 @@ pub fn http_client(pki: &Path) -> anyhow::Result<reqwest::Client> {
         .pool_max_idle_per_host(16)
         .connect_timeout(Duration::from_secs(1))
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let low = ephemeral_low();
+        let mut seen = Vec::new();
+        for _ in 0..50 {
+            let port = free_addr().expect("a free port").port();
+            assert!(!seen.contains(&port), "port {port} handed out twice");
+            if low > 21_000 {
+                assert!(
+                    port < low,
+                    "port {port} inside the ephemeral range from {low}"
+                );
+            }
+            seen.push(port);
+        }
+    }
 }
