@@ -3,7 +3,6 @@
 //! HTTPS client for the etcd-shaped API. Every wait is bounded.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,30 +13,13 @@ use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_trireme");
 
-/// A free port on 127.0.0.1, bound then released before a replica binds it. It is
-/// drawn below the kernel's ephemeral range (32768 and up on Linux): a port from that
-/// range can be taken in between by any outgoing connection on the machine, and a
-/// replica that cannot bind its port never starts. Ports handed out by this process
-/// are not handed out again.
+#[path = "../../crates/trireme/src/chaos/ports.rs"]
+mod ports;
+
+/// A free port on 127.0.0.1 for a replica started later: below the kernel's ephemeral
+/// range and never handed out twice (see `ports`, shared with the chaos harness).
 pub fn free_port() -> u16 {
-    use rand::Rng as _;
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut rng = rand::thread_rng();
-    for _ in 0..1000 {
-        let port = rng.gen_range(20_000..32_768);
-        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.push(port);
-            return port;
-        }
-    }
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports::free_loopback_port().unwrap()
 }
 
 pub struct Member {

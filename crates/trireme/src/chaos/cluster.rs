@@ -2,7 +2,7 @@
 //! a [`proxy`](super::proxy), certificates from `certs init`, and an HTTPS client.
 //! Processes are started, stopped, paused and killed by PID, never by name.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::netns::{self, Network};
+use super::ports;
 use super::proxy::{self, Link, LinkMode};
 use super::workload::Api;
 use crate::certs::{self, CertPlan};
@@ -52,37 +53,12 @@ pub fn fiu_available() -> bool {
     ["fiu-run", "fiu-ctrl"].into_iter().all(netns::on_path)
 }
 
-/// A free loopback address for a replica to bind later. The port is drawn below the
-/// kernel's ephemeral range, so an outgoing connection (a proxy dialing a replica)
-/// cannot take it between this check and the replica's bind, and it is never handed
-/// out twice by this process. Falls back to a kernel-chosen port when that range is
-/// too small or taken.
+/// A free loopback address for a replica to bind later (see [`ports`]).
 fn free_addr() -> anyhow::Result<SocketAddr> {
-    use rand::Rng as _;
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let below = ephemeral_low().min(32_768);
-    if below > 21_000 {
-        let mut rng = rand::thread_rng();
-        for _ in 0..1000 {
-            let port = rng.gen_range(20_000..below);
-            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                given.push(port);
-                return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-            }
-        }
-    }
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
-fn ephemeral_low() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768)
+    Ok(SocketAddr::from((
+        [127, 0, 0, 1],
+        ports::free_loopback_port()?,
+    )))
 }
 
 /// Where the replicas' sockets live.
@@ -721,7 +697,7 @@ mod tests {
 
     #[test]
     fn loopback_ports_are_distinct_and_outside_the_ephemeral_range() {
-        let low = ephemeral_low();
+        let low = ports::ephemeral_low();
         let mut seen = Vec::new();
         for _ in 0..50 {
             let port = free_addr().expect("a free port").port();

@@ -2,13 +2,15 @@
 //! client traffic and watches, judged by `trireme-check` at the end.
 //!
 //! Layout: `cluster` (processes, proxies, client), `proxy` (per-link TCP proxy),
-//! `workload` (clients, watchers, the recorder), `nemesis` (faults and heals).
+//! `workload` (clients, watchers, the recorder), `nemesis` (faults and heals), `ports`
+//! (free loopback ports, shared with the process tests).
 //! Every cycle and every wait is bounded; on success, failure or Ctrl-C the processes
 //! it started are killed by PID and the proxies stop.
 
 mod cluster;
 mod nemesis;
 mod netns;
+mod ports;
 mod proxy;
 mod workload;
 
