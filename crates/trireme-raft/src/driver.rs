@@ -866,12 +866,11 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             }
         }
         let last = batch.last().map(|e| e.index).unwrap_or(self.applied);
-        let mut owed = Some(owed);
         let proposals = &mut self.proposals;
         let conf_changes = &mut self.conf_changes;
         self.sm
             .apply_answering(batch, &mut |outputs| {
-                for (owed, output) in owed.take().into_iter().flatten().zip(outputs) {
+                for (owed, output) in std::mem::take(&mut owed).into_iter().zip(outputs) {
                     match owed {
                         Owed::Proposal(ctx) => {
                             if let Some(p) = proposals.remove(&ctx) {
