@@ -622,7 +622,7 @@ pub async fn status(State(s): State<ApiState>) -> Json<StatusResponseJson> {
         raftTerm: st.term,
         raftAppliedIndex: st.applied,
         isLearner: st.learners.contains(&st.id),
-        zone: s.zone.clone(),
+        zone: s.zone.as_deref().map(str::to_owned),
     })
 }
 

@@ -19,7 +19,7 @@
 //! Talks to the store only through `trireme_store::KvStore`; knows nothing of Raft
 //! internals, sled or the peer protocol.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -48,12 +48,13 @@ pub struct ApiState {
     pub store: Arc<KvStore>,
     pub cluster_id: u64,
     pub member_id: u64,
-    /// The replica's data directory (for `dbSize`).
-    pub data_dir: PathBuf,
+    /// The replica's data directory (for `dbSize`). Shared: axum clones the state
+    /// for every request.
+    pub data_dir: Arc<Path>,
     /// Largest request body accepted; larger ones get 413.
     pub max_request_bytes: usize,
     /// The replica's failure zone, reported by `/v3/maintenance/status`.
-    pub zone: Option<String>,
+    pub zone: Option<Arc<str>>,
 }
 
 /// The API router of one replica.

@@ -1,7 +1,10 @@
 //! The etcd v3 data model: commands, requests, responses, key-values and events.
 //!
 //! Every type here crosses the wire with postcard, so all derive `Serialize` and
-//! `Deserialize`. None of them knows about sled.
+//! `Deserialize`. None of them knows about sled. Byte strings are serialized as
+//! bytes (`serde_bytes`): postcard writes them exactly as it writes a `Vec<u8>` as a
+//! sequence (a varint length, then the bytes), but in one copy instead of one call
+//! per byte, so entries already in logs decode the same.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +43,7 @@ pub struct AppliedState {
     pub index: u64,
     pub term: u64,
     /// Opaque bytes owned by the Raft layer (its encoded `ConfState`).
+    #[serde(with = "serde_bytes")]
     pub conf_state: Vec<u8>,
 }
 
@@ -84,11 +88,13 @@ pub type ApplyResult = Result<CommandResult, CommandError>;
 /// A key's state at one revision.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub create_revision: u64,
     pub mod_revision: u64,
     /// 1 on create, +1 per put, reset by a delete.
     pub version: u64,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Attached lease id, 0 for none.
     pub lease: i64,
@@ -112,8 +118,10 @@ pub struct Event {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangeRequest {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Empty: just `key`; `[0]`: every key >= `key`; otherwise `[key, range_end)`.
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     /// At most this many kvs, 0 for no limit.
     pub limit: u64,
@@ -136,7 +144,9 @@ pub struct RangeResponse {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct PutRequest {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Lease to attach, 0 for none.
     pub lease: i64,
@@ -151,7 +161,9 @@ pub struct PutResponse {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeleteRangeRequest {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     pub prev_kv: bool,
 }
@@ -197,8 +209,10 @@ pub struct TxnResponse {
 /// revision 0, lease 0, and fails every `Value` compare).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Compare {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// Empty for a single key; otherwise every key in range must satisfy the compare.
+    #[serde(with = "serde_bytes")]
     pub range_end: Vec<u8>,
     pub target: CompareTarget,
     pub result: CompareResult,
@@ -209,7 +223,7 @@ pub enum CompareTarget {
     Version(u64),
     CreateRevision(u64),
     ModRevision(u64),
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     Lease(i64),
 }
 
@@ -257,7 +271,72 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use serde::{Deserialize, Serialize};
+
+    use super::{prefix_end, Compare, CompareResult, CompareTarget, PutRequest};
+
+    /// The layout before byte strings were `serde_bytes`, which entries in existing
+    /// logs were written with.
+    #[derive(Serialize, Deserialize)]
+    struct PutBefore {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: i64,
+        prev_kv: bool,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    enum TargetBefore {
+        Version(u64),
+        CreateRevision(u64),
+        ModRevision(u64),
+        Value(Vec<u8>),
+        Lease(i64),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct CompareBefore {
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        target: TargetBefore,
+        result: CompareResult,
+    }
+
+    #[test]
+    fn byte_strings_keep_their_postcard_encoding() {
+        // 300 bytes: the length takes two varint bytes.
+        let put = PutRequest {
+            key: b"/registry/configmaps/default/a".to_vec(),
+            value: (0..300u16).map(|i| (i % 251) as u8).collect(),
+            lease: 7,
+            prev_kv: true,
+        };
+        let before = PutBefore {
+            key: put.key.clone(),
+            value: put.value.clone(),
+            lease: put.lease,
+            prev_kv: put.prev_kv,
+        };
+        let old = postcard::to_allocvec(&before).unwrap();
+        assert_eq!(postcard::to_allocvec(&put).unwrap(), old);
+        assert_eq!(postcard::from_bytes::<PutRequest>(&old).unwrap(), put);
+
+        let cmp = Compare {
+            key: b"k".to_vec(),
+            range_end: Vec::new(),
+            target: CompareTarget::Value(b"v1".to_vec()),
+            result: CompareResult::NotEqual,
+        };
+        let before = CompareBefore {
+            key: b"k".to_vec(),
+            range_end: Vec::new(),
+            target: TargetBefore::Value(b"v1".to_vec()),
+            result: CompareResult::NotEqual,
+        };
+        let old = postcard::to_allocvec(&before).unwrap();
+        assert_eq!(postcard::to_allocvec(&cmp).unwrap(), old);
+        assert_eq!(postcard::from_bytes::<Compare>(&old).unwrap(), cmp);
+    }
 
     #[test]
     fn prefix_end_table() {

@@ -306,9 +306,9 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
         store: Arc::clone(&store),
         cluster_id,
         member_id: id,
-        data_dir: cfg.data_dir.clone(),
+        data_dir: cfg.data_dir.as_path().into(),
         max_request_bytes: cfg.max_request_bytes,
-        zone: cfg.zone.clone(),
+        zone: cfg.zone.as_deref().map(Into::into),
     });
     let limits = trireme_api::ServeLimits {
         tls_handshake_timeout: cfg.tls_handshake_timeout,

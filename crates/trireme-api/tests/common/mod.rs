@@ -40,7 +40,7 @@ pub async fn fixture() -> Fixture {
             store: Arc::clone(&store),
             cluster_id: 7,
             member_id: 1,
-            data_dir: dir.path().to_path_buf(),
+            data_dir: dir.path().into(),
             max_request_bytes: 64 * 1024,
             zone: None,
         },
