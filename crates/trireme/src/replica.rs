@@ -279,19 +279,26 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
-    // The system namespaces exist from cluster start: every replica makes sure once a
-    // leader is known (create-if-absent, so concurrent attempts are harmless).
+    // The system namespaces exist from cluster start: every replica makes sure as soon
+    // as a leader is known (create-if-absent, so concurrent attempts are harmless).
     tokio::spawn({
         let store = Arc::clone(&store);
         let mut stop = stop_rx.clone();
+        let mut status = store.node().subscribe();
         async move {
             loop {
-                if store.status().leader_id != 0 {
-                    match trireme_api::kube::ensure_system_namespaces(&store).await {
-                        Ok(()) => return,
-                        Err(e) => {
-                            tracing::debug!("system namespaces not created yet: {}", e.message)
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    known = status.wait_for(|s| s.leader_id != 0) => {
+                        if known.is_err() {
+                            return; // the node is gone
                         }
+                    }
+                }
+                match trireme_api::kube::ensure_system_namespaces(&store).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::debug!("system namespaces not created yet: {}", e.message)
                     }
                 }
                 tokio::select! {
