@@ -11,6 +11,8 @@ declare -A packages=(
   [kubectl]=kubernetes-client   # the machine image ships kubectl 1.32; Debian's is the fallback
   [ip]=iproute2        # network namespaces of the chaos harness (tests/chaos.rs)
   [nft]=nftables       # partitions inside those namespaces
+  [cc]=gcc             # C parts of dependencies: jemalloc (the binary's allocator), ring
+  [make]=make          # jemalloc's build
 )
 missing=()
 for cmd in "${!packages[@]}"; do
