@@ -68,7 +68,7 @@ TR_PIDS=()     # Trireme replica processes (children of dev-cluster)
 ETCD_PIDS=()
 
 # A PID is ours only while its command line still names our work dir (no PID reuse).
-ours() { [[ -r /proc/$1/cmdline ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF "$WORK"; }
+ours() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF "$WORK"; }
 
 cleanup() {
     local rc=$?
