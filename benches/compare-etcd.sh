@@ -15,7 +15,9 @@
 #  - loads 100,000 keys (256-byte values) into each and measures each data dir (du -sb);
 #  - runs each workload against etcd and Trireme, alternating which goes first:
 #    256-byte puts to the leader with 1, 16, 64, 256 clients; linearizable ranges
-#    spread over all members with 16 and 64 clients;
+#    spread over all members with 16 and 64 clients. The one-client puts run in
+#    ROUNDS_1 rounds (default 5), alternating, and each of their figures is the median
+#    over the rounds;
 #  - reads each member's peak RSS (VmHWM) at the end;
 #  - prints one table and writes target/compare-etcd.json.
 # It stops only the processes it started (by PID) and removes its temp dir.
@@ -30,6 +32,7 @@ ETCD_BASE=${ETCD_BASE:-23790}
 TR_BASE=${TR_BASE:-17400}
 SCALE_PCT=${SCALE_PCT:-100}
 CAP_S=${CAP_S:-60} # no workload runs longer than this
+ROUNDS_1=${ROUNDS_1:-5} # rounds of the one-client workload
 OUT=${OUT:-$ROOT/target/compare-etcd.json}
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -203,29 +206,59 @@ for i in 1 2 3; do
 done
 
 # ---- 2. workloads, alternating which system goes first ----
-# name op clients total extra-args
+# name op clients total rounds extra-args. A workload of several rounds alternates the
+# systems round by round; each of its figures is the median over its rounds (one
+# client's latency moves most from one run to the next, with either system).
 WORKLOADS=(
-    "put-1 put 1 3000 --target-leader"
-    "put-16 put 16 20000 --target-leader"
-    "put-64 put 64 40000 --target-leader"
-    "put-256 put 256 60000 --target-leader"
-    "range-lin-16 range 16 60000 --spread --linearizable"
-    "range-lin-64 range 64 80000 --spread --linearizable"
+    "put-1 put 1 3000 $ROUNDS_1 --target-leader"
+    "put-16 put 16 20000 1 --target-leader"
+    "put-64 put 64 40000 1 --target-leader"
+    "put-256 put 256 60000 1 --target-leader"
+    "range-lin-16 range 16 60000 1 --spread --linearizable"
+    "range-lin-64 range 64 80000 1 --spread --linearizable"
 )
+# median REPORT...: one report whose throughput and latency percentiles are the medians
+# of the reports' (the lower middle one for an even count), counts summed, and the
+# rounds' own figures under "rounds".
+median() {
+    jq -s 'def med: sort | .[(length - 1) / 2 | floor];
+        . as $r
+        | $r[0]
+        | .throughput = ($r | map(.throughput) | med)
+        | .latency_ms = ($r[0].latency_ms | with_entries(.key as $k | .value = ($r | map(.latency_ms[$k]) | med)))
+        | .requests = ($r | map(.requests) | add)
+        | .ok = ($r | map(.ok) | add)
+        | .failed = ($r | map(.failed) | add)
+        | .errors = ($r | map(.errors // {} | to_entries) | add | group_by(.key)
+                     | map({key: .[0].key, value: (map(.value) | add)}) | from_entries)
+        | .rounds = ($r | map({throughput, p50: .latency_ms.p50, p99: .latency_ms.p99}))' "$@"
+}
 NAMES=()
 k=0
 for w in "${WORKLOADS[@]}"; do
-    read -r name op clients total extra <<<"$w"
+    read -r name op clients total rounds extra <<<"$w"
     NAMES+=("$name")
-    log "$name ($op, $clients clients, $(scaled "$total") requests or ${CAP_S} s)"
-    order=(etcd trireme)
-    ((k % 2 == 1)) && order=(trireme etcd)
-    for sys in "${order[@]}"; do
-        # shellcheck disable=SC2086 # extra holds several flags
-        bench "$sys" "$name" "$op" "$clients" --total "$(scaled "$total")" --duration "$CAP_S" $extra
-        sleep 1
+    of_rounds=""
+    ((rounds > 1)) && of_rounds=", $rounds rounds"
+    log "$name ($op, $clients clients, $(scaled "$total") requests or ${CAP_S} s$of_rounds)"
+    for ((r = 1; r <= rounds; r++)); do
+        order=(etcd trireme)
+        ((k % 2 == 1)) && order=(trireme etcd)
+        for sys in "${order[@]}"; do
+            # shellcheck disable=SC2086 # extra holds several flags
+            bench "$sys" "$name-r$r" "$op" "$clients" --total "$(scaled "$total")" --duration "$CAP_S" $extra
+            sleep 1
+        done
+        k=$((k + 1))
     done
-    k=$((k + 1))
+    for sys in etcd trireme; do
+        median "$WORK"/res/"$name"-r*-"$sys".json >"$WORK/res/$name-$sys.json"
+        if ((rounds > 1)); then
+            jq -r --arg s "$sys" --arg n "$name" \
+                '"   \($n) \($s), median of \(.rounds | length) rounds: \(.throughput|floor)/s, p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms"' \
+                "$WORK/res/$name-$sys.json" >&2
+        fi
+    done
 done
 
 # ---- 3. peak RSS ----
