@@ -6,7 +6,7 @@
 #   SCALE_PCT=10 benches/compare-etcd.sh   # smoke run: 10 % of the request counts
 #
 # What it does:
-#  - installs etcd (Debian's etcd-server, etcd-client) and jq if missing; builds
+#  - installs etcd (Debian's etcd-server, etcd-client), jq, make and gcc if missing; builds
 #    target/release/trireme;
 #  - starts a three-member etcd cluster on loopback: mutual TLS on the peer ports (the
 #    peer certificates of `trireme certs init`), plain HTTP client listeners, defaults
@@ -43,6 +43,8 @@ command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
 command -v jq >/dev/null || missing+=(jq)
 command -v curl >/dev/null || missing+=(curl)
+command -v make >/dev/null || missing+=(make) # jemalloc's build
+command -v cc >/dev/null || missing+=(gcc)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     SUDO=()
