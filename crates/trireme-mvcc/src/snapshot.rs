@@ -220,6 +220,12 @@ fn restore_into(dir: &Path, r: &mut dyn Read) -> Result<Store, SnapshotError> {
     tree.apply_batch(batch).map_err(StorageError::from)?;
     drop(tree);
     let store = Store::from_db(dir, db)?;
-    store.sync()?;
+    if let Err(e) = store.sync() {
+        // sled's destructor syncs its file once more and panics when that fails too
+        // (an `unwrap` in sled's `Log::drop`), which a failing disk makes certain: leave
+        // the store open instead. The node stops on this error and its process exits.
+        std::mem::forget(store);
+        return Err(e.into());
+    }
     Ok(store)
 }
