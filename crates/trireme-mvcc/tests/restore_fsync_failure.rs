@@ -7,10 +7,13 @@
 //! EIO through `fiu-ctrl`.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+#[path = "support/fiu.rs"]
+mod fiu;
 
-use trireme_mvcc::{ApplyEntry, Command as MvccCommand, PutRequest, Store};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::Stdio;
+
+use trireme_mvcc::{ApplyEntry, Command, PutRequest, Store};
 
 const CHILD_ENV: &str = "TRIREME_RESTORE_FSYNC_CHILD";
 const TEST_NAME: &str = "a_restore_whose_sync_fails_returns_the_error";
@@ -21,10 +24,6 @@ fn a_restore_whose_sync_fails_returns_the_error() {
         child(std::path::Path::new(&dir));
         return;
     }
-    assert!(
-        Command::new("fiu-run").arg("-h").output().is_ok(),
-        "fiu-run is missing: install Debian's fiu-utils (scripts/test.sh does)"
-    );
     let dir = tempfile::tempdir().unwrap();
     // The image to restore, written by a store in this (healthy) process.
     {
@@ -33,7 +32,7 @@ fn a_restore_whose_sync_fails_returns_the_error() {
             .map(|i| ApplyEntry {
                 index: i,
                 term: 1,
-                command: Some(MvccCommand::Put(PutRequest {
+                command: Some(Command::Put(PutRequest {
                     key: format!("k{i:02}").into_bytes(),
                     value: vec![b'v'; 100],
                     lease: 0,
@@ -49,16 +48,13 @@ fn a_restore_whose_sync_fails_returns_the_error() {
         std::fs::write(dir.path().join("image"), image).unwrap();
     }
 
-    let mut child = Command::new("fiu-run")
-        .arg("-x")
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = fiu::rerun_under_fiu(
+        TEST_NAME,
+        CHILD_ENV,
+        dir.path(),
+        Stdio::piped(),
+        Stdio::piped(),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     // The child has read all but the last byte of the image (libtest's "test ... "
     // starts the same line).
@@ -67,13 +63,7 @@ fn a_restore_whose_sync_fails_returns_the_error() {
         .map_while(Result::ok)
         .any(|l| l.ends_with("READY"));
     assert!(ready, "the child never got to the end of the image");
-    let ctl = Command::new("fiu-ctrl")
-        .args(["-c", "enable name=posix/io/sync/fdatasync,failinfo=5"])
-        .args(["-c", "enable name=posix/io/sync/fsync,failinfo=5"])
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(ctl.success(), "fiu-ctrl failed");
+    fiu::fail_fsyncs(&child);
     writeln!(child.stdin.take().unwrap(), "GO").unwrap();
 
     let outcome: Vec<String> = lines.map_while(Result::ok).collect();

@@ -4,8 +4,11 @@
 //! running child through `fiu-ctrl`.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../trireme-mvcc/tests/support/fiu.rs"]
+mod fiu;
+
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,21 +26,14 @@ fn an_fsync_error_stops_the_node_instead_of_acknowledging() {
         child(std::path::Path::new(&dir));
         return;
     }
-    assert!(
-        Command::new("fiu-run").arg("-h").output().is_ok(),
-        "fiu-run is missing: install Debian's fiu-utils (scripts/test.sh does)"
-    );
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new("fiu-run")
-        .arg("-x")
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let mut child = fiu::rerun_under_fiu(
+        TEST_NAME,
+        CHILD_ENV,
+        dir.path(),
+        Stdio::inherit(),
+        Stdio::null(),
+    );
     let (tx, rx) = mpsc::channel::<String>();
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -62,13 +58,7 @@ fn an_fsync_error_stops_the_node_instead_of_acknowledging() {
             }
         }
     }
-    let ctl = Command::new("fiu-ctrl")
-        .args(["-c", "enable name=posix/io/sync/fdatasync,failinfo=5"])
-        .args(["-c", "enable name=posix/io/sync/fsync,failinfo=5"])
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(ctl.success(), "fiu-ctrl failed");
+    fiu::fail_fsyncs(&child);
 
     let mut acks_after = 0;
     let mut failed = None;
