@@ -12,6 +12,8 @@ mod fiu;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use trireme_mvcc::{ApplyEntry, Command, PutRequest, Store};
 
@@ -55,26 +57,57 @@ fn a_restore_whose_sync_fails_returns_the_error() {
         Stdio::piped(),
         Stdio::piped(),
     );
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Lines of the child's stdout, and its stderr, read on threads of their own so that
+    // every wait below has a deadline.
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let next = || rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+
     // The child has read all but the last byte of the image (libtest's "test ... "
     // starts the same line).
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.ends_with("READY"));
-    assert!(ready, "the child never got to the end of the image");
+    let mut ready = false;
+    while let Ok(line) = next() {
+        if line.ends_with("READY") {
+            ready = true;
+            break;
+        }
+    }
+    if !ready {
+        let _ = child.kill();
+        panic!("the child never got to the end of the image");
+    }
     fiu::fail_fsyncs(&child);
     writeln!(child.stdin.take().unwrap(), "GO").unwrap();
 
-    let outcome: Vec<String> = lines.map_while(Result::ok).collect();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    let status = child.wait().unwrap();
+    let mut outcome = Vec::new();
+    while let Ok(line) = next() {
+        outcome.push(line);
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the child kept running: {outcome:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr.join().unwrap();
     assert!(
         status.success(),
         "the child failed ({status}): {outcome:?}\n{stderr}"
