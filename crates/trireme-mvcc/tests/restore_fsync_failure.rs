@@ -10,9 +10,8 @@
 #[path = "support/fiu.rs"]
 mod fiu;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use trireme_mvcc::{ApplyEntry, Command, PutRequest, Store};
@@ -57,17 +56,9 @@ fn a_restore_whose_sync_fails_returns_the_error() {
         Stdio::piped(),
         Stdio::piped(),
     );
-    // Lines of the child's stdout, and its stderr, read on threads of their own so that
-    // every wait below has a deadline.
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    // The child's stdout and stderr are read on threads of their own, so that every
+    // wait below has a deadline.
+    let rx = fiu::stdout_lines(&mut child);
     let mut stderr = child.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || {
         let mut text = String::new();
@@ -97,16 +88,8 @@ fn a_restore_whose_sync_fails_returns_the_error() {
     while let Ok(line) = next() {
         outcome.push(line);
     }
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the child kept running: {outcome:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = fiu::exit_status(&mut child, deadline)
+        .unwrap_or_else(|| panic!("the child kept running: {outcome:?}"));
     let stderr = stderr.join().unwrap();
     assert!(
         status.success(),

@@ -7,9 +7,8 @@
 #[path = "../../trireme-mvcc/tests/support/fiu.rs"]
 mod fiu;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use trireme_mvcc::PutRequest;
@@ -34,16 +33,7 @@ fn an_fsync_error_stops_the_node_instead_of_acknowledging() {
         Stdio::inherit(),
         Stdio::null(),
     );
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = fiu::stdout_lines(&mut child);
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut acks_before = 0;
@@ -70,16 +60,8 @@ fn an_fsync_error_stops_the_node_instead_of_acknowledging() {
             Err(_) => break,
         }
     }
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the child kept running after its fsync failed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = fiu::exit_status(&mut child, deadline)
+        .expect("the child kept running after its fsync failed");
     let failed = failed.expect("the node reports that it stopped");
     assert!(
         failed.contains("I/O") || failed.contains("Input/output"),
