@@ -53,6 +53,14 @@ fn store_parts(e: &StoreError) -> (StatusCode, u16, String) {
             DEADLINE_EXCEEDED,
             "etcdserver: request timed out".into(),
         ),
+        StoreError::Propose(
+            ProposeError::Removed | ProposeError::Uncertain(trireme_raft::UncertainReason::Removed),
+        )
+        | StoreError::ReadIndex(ReadError::Removed) => (
+            S::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "etcdserver: the member has been permanently removed from the cluster".into(),
+        ),
         StoreError::Propose(ProposeError::Uncertain(_)) => (
             S::SERVICE_UNAVAILABLE,
             UNAVAILABLE,
@@ -251,5 +259,37 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::KubeError;
+    use trireme_raft::UncertainReason;
+
+    #[test]
+    fn a_removed_replica_says_so_and_sends_clients_elsewhere() {
+        let removed = [
+            StoreError::Propose(ProposeError::Removed),
+            StoreError::Propose(ProposeError::Uncertain(UncertainReason::Removed)),
+            StoreError::ReadIndex(ReadError::Removed),
+        ];
+        for e in removed {
+            let (status, code, message) = store_parts(&e);
+            assert_eq!(
+                (status, code),
+                (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
+            );
+            assert!(message.contains("permanently removed"), "{message}");
+            let kube = KubeError::from(e);
+            assert_eq!(
+                kube.code,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{}",
+                kube.message
+            );
+            assert!(kube.message.contains("removed from the cluster"));
+        }
     }
 }

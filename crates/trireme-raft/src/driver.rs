@@ -497,6 +497,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 self.flush_apply()?;
             }
             self.maybe_snapshot_and_compact()?;
+            self.fail_pending_if_removed();
             self.publish_status(None);
             // After this round's Ready: its acknowledgements may have moved the commit.
             told = self.tell_commit(Instant::now());
@@ -505,6 +506,17 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
 
     fn on_request(&mut self, req: Request<SM::Output>) -> Option<oneshot::Sender<()>> {
         match req {
+            // A removed node's proposals and reads never reach Raft: they would only
+            // wait for their deadline.
+            Request::Propose { reply, .. } if self.removed => {
+                let _ = reply.send(Err(ProposeError::Removed));
+            }
+            Request::ConfChange { reply, .. } if self.removed => {
+                let _ = reply.send(Err(ProposeError::Removed));
+            }
+            Request::ReadIndex { reply, .. } if self.removed => {
+                let _ = reply.send(Err(ReadError::Removed));
+            }
             Request::Propose {
                 ctx,
                 data,
@@ -950,6 +962,27 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             for w in r.waiters {
                 let _ = w.reply.send(Err(ReadError::LeadershipChanged));
             }
+        }
+    }
+
+    /// A node that learned it was removed (by applying the change or from a member)
+    /// will not see its pending proposals applied nor its reads confirmed: fail them
+    /// now rather than at their deadline. Proposals may still commit elsewhere.
+    fn fail_pending_if_removed(&mut self) {
+        if !self.removed {
+            return;
+        }
+        let uncertain = ProposeError::Uncertain(UncertainReason::Removed);
+        for (_, p) in self.proposals.drain() {
+            let _ = p.reply.send(Err(uncertain.clone()));
+        }
+        for (_, p) in self.conf_changes.drain() {
+            let _ = p.reply.send(Err(uncertain.clone()));
+        }
+        let waiting = self.reads_waiting_apply.drain(..).map(|(_, w)| w);
+        let in_flight = self.reads_in_flight.drain().flat_map(|(_, r)| r.waiters);
+        for w in self.new_reads.drain(..).chain(waiting).chain(in_flight) {
+            let _ = w.reply.send(Err(ReadError::Removed));
         }
     }
 

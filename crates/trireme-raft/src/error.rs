@@ -12,7 +12,8 @@ pub enum StorageError {
     Corrupt(String),
 }
 
-/// Why a proposal failed. Every variant is retryable except `Stopped`.
+/// Why a proposal failed. Every variant is retryable except `Stopped`, `Removed` and
+/// `InvalidConfChange`.
 ///
 /// `Dropped` and `Busy` mean the entry was certainly not committed. `Uncertain` means it
 /// may still commit (it reached a leader that then lost leadership, or its deadline
@@ -39,14 +40,18 @@ pub enum ProposeError {
     LearnerNotReady,
     #[error("the raft node has stopped")]
     Stopped,
+    /// This node was removed from the cluster; nothing was proposed. Another
+    /// replica may take the request.
+    #[error("this replica was removed from the cluster")]
+    Removed,
 }
 
 impl ProposeError {
-    /// True when the caller may retry the same request.
+    /// True when the caller may retry the same request on this node.
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
-            ProposeError::Stopped | ProposeError::InvalidConfChange(_)
+            ProposeError::Stopped | ProposeError::Removed | ProposeError::InvalidConfChange(_)
         )
     }
 }
@@ -57,6 +62,9 @@ pub enum UncertainReason {
     LeadershipChanged,
     /// The proposal's deadline passed before it was applied here.
     Timeout,
+    /// This node learned that it was removed from the cluster while the proposal
+    /// was pending; it will not see the entry applied.
+    Removed,
 }
 
 impl std::fmt::Display for UncertainReason {
@@ -64,11 +72,13 @@ impl std::fmt::Display for UncertainReason {
         match self {
             UncertainReason::LeadershipChanged => f.write_str("leadership changed"),
             UncertainReason::Timeout => f.write_str("request timed out"),
+            UncertainReason::Removed => f.write_str("this replica was removed from the cluster"),
         }
     }
 }
 
-/// Why a linearizable read could not be served. All retryable but `Stopped`.
+/// Why a linearizable read could not be served. All retryable but `Stopped` and
+/// `Removed`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
     #[error("no leader is known; retry")]
@@ -81,6 +91,9 @@ pub enum ReadError {
     Busy,
     #[error("the raft node has stopped")]
     Stopped,
+    /// This node was removed from the cluster: it cannot confirm a read index.
+    #[error("this replica was removed from the cluster")]
+    Removed,
 }
 
 /// Why the node could not start.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use support::{promote_when_ready, start_node, Cluster};
 use trireme_raft::testing::{propose_retrying, wait_for};
-use trireme_raft::{Bootstrap, ProposeError};
+use trireme_raft::{Bootstrap, NodeHandle, ProposeError, ReadError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promoting_a_learner_that_is_not_in_sync_is_refused_on_the_leader_and_through_a_follower() {
@@ -92,6 +92,7 @@ async fn a_removed_node_that_applies_its_removal_knows_it_was_removed() {
     })
     .await;
     assert!(removed.is_some(), "{:?}", c.node(victim).handle.status());
+    refuses_as_removed(&c.node(victim).handle, leader).await;
     assert!(!c.node(leader).handle.status().removed);
     assert!(!c.node(other).handle.status().removed);
     propose_retrying(&c.node(leader).handle, b"after", Duration::from_secs(10)).await;
@@ -117,6 +118,19 @@ async fn a_removed_node_that_missed_its_removal_is_told_by_a_member() {
     assert!(told.is_some(), "{:?}", c.node(victim).handle.status());
     // Its old configuration still lists it: it learned from the others.
     assert!(c.node(victim).handle.status().voters.contains(&victim));
+    refuses_as_removed(&c.node(victim).handle, leader).await;
+}
+
+/// A node that knows it was removed answers at once, with that reason, instead of
+/// letting requests wait for a leader that ignores it.
+async fn refuses_as_removed(h: &NodeHandle<u64>, member: u64) {
+    assert_eq!(
+        h.propose(b"late".to_vec()).await,
+        Err(ProposeError::Removed)
+    );
+    assert_eq!(h.read_index().await, Err(ReadError::Removed));
+    assert_eq!(h.remove(member).await, Err(ProposeError::Removed));
+    assert!(!ProposeError::Removed.is_retryable());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

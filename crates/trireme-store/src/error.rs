@@ -42,7 +42,7 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Propose(e) => e.is_retryable(),
-            StoreError::ReadIndex(e) => !matches!(e, ReadError::Stopped),
+            StoreError::ReadIndex(e) => !matches!(e, ReadError::Stopped | ReadError::Removed),
             _ => false,
         }
     }

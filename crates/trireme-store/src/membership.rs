@@ -171,8 +171,14 @@ impl KvStore {
             peer_urls,
             client_urls,
         };
-        self.propose(Proposal::MemberPublish { id, attrs }).await?;
-        Ok(true)
+        match self.propose(Proposal::MemberPublish { id, attrs }).await {
+            // Removed before it learned so from its own member table: whether or not
+            // the entry commits, the cluster has no such member to publish.
+            Err(StoreError::Propose(
+                ProposeError::Removed | ProposeError::Uncertain(UncertainReason::Removed),
+            )) => Err(MemberError::NotMember(id).into()),
+            r => r.map(|_| true),
+        }
     }
 
     /// Proposes a membership change; when it was dropped (a leader hands leadership

@@ -3,6 +3,7 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+use trireme_raft::{ProposeError, ReadError};
 use trireme_store::StoreError;
 
 #[derive(Debug)]
@@ -166,6 +167,13 @@ impl From<StoreError> for KubeError {
                 format!("Too large resource version, current: {current}"),
             ),
             StoreError::TooLarge { .. } => KubeError::too_large(),
+            // Not retryable here, but another replica can take the request.
+            e @ (StoreError::Propose(ProposeError::Removed)
+            | StoreError::ReadIndex(ReadError::Removed)) => KubeError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("this API server's replica cannot serve: {e}"),
+            ),
             e if e.is_retryable() => KubeError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
