@@ -423,6 +423,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
             }
         }
         self.fail_everything_stopped();
+        let failed = failure.is_some();
         self.publish_status(failure);
         self.status.send_modify(|s| s.stopped = true);
         // Release the log and the state machine before telling the caller we are gone.
@@ -431,7 +432,14 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         }
         let Driver { raw, sm, .. } = self;
         drop(raw);
-        drop(sm);
+        if failed {
+            // Leave the state machine as a crash would: its destructor may write and
+            // sync again (sled's unwraps a failed sync and panics) on a disk that just
+            // failed. Recovery after a restart does not depend on it.
+            std::mem::forget(sm);
+        } else {
+            drop(sm);
+        }
         if let Some(s) = shutdown {
             let _ = s.send(());
         }

@@ -50,6 +50,12 @@ impl RecordingSm {
         self.lock().background_syncs
     }
 
+    /// How many clones are alive: a test's own clone plus the node's until the node
+    /// drops its state machine.
+    pub fn clones_alive(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
     /// Every payload applied, in order.
     pub fn payloads(&self) -> Vec<Vec<u8>> {
         self.lock().entries.iter().map(|(_, d)| d.clone()).collect()

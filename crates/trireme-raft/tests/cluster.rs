@@ -217,6 +217,19 @@ async fn a_fatal_error_reported_by_the_transport_stops_the_node() {
         n.handle.propose(b"after".to_vec()).await,
         Err(ProposeError::Stopped)
     );
+    // The Raft thread ends (its status sender goes) without running the state
+    // machine's destructor, which could write to the failed disk again.
+    let mut status = n.handle.subscribe();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while status.changed().await.is_ok() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the Raft thread ends");
+    assert_eq!(
+        n.sm.clones_alive(),
+        2,
+        "the node's state machine was dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
