@@ -80,6 +80,62 @@ async fn oversized_requests_get_413_and_malformed_ones_400_and_nothing_is_stored
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replicas_compact_history_on_their_own_as_kube_apiserver_does() {
+    let mut c = Cluster::prepare(3);
+    for i in 0..3 {
+        c.add_api_config(i, "compaction_interval_s = 1");
+        c.spawn(i);
+    }
+    let leader = c.wait_leader(&[0, 1, 2]).await;
+    let old = c.put(leader, "k", "v1").await;
+    let new = c.put(leader, "k", "v2").await;
+    let read_at =
+        |rev: u64| json!({"key": b64("k"), "revision": rev.to_string(), "serializable": true});
+    // Compaction reaches `old` within two intervals (the first records where history
+    // starts; puts go on so that the revision seen moves past it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let compacted = loop {
+        c.put(leader, "tick", "x").await;
+        let (status, body) = c.call(leader, "/v3/kv/range", read_at(old)).await.unwrap();
+        if status == 400 {
+            break body;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "never compacted: {}",
+            c.log(leader)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        compacted["error"].as_str().unwrap().contains("compacted"),
+        "{compacted}"
+    );
+    // The turn key is kube-apiserver's, and the latest value is still there everywhere.
+    let (_, v) = c
+        .call(
+            leader,
+            "/v3/kv/range",
+            json!({"key": b64("compact_rev_key")}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        v["kvs"][0]["version"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 2,
+        "{v}"
+    );
+    for i in 0..3 {
+        assert_eq!(c.get(i, "k").await, Some(("v2".to_string(), new)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_turns_503_when_every_peer_is_gone_and_sigterm_exits_0() {
     let mut c = Cluster::start(3).await;
     let http = c.http.clone();

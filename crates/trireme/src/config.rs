@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+/// The longest `api.compaction_interval_s`: 30 days.
+const MAX_COMPACTION_INTERVAL_S: u64 = 30 * 24 * 3600;
+
 fn err(msg: impl Into<String>) -> ConfigError {
     ConfigError(msg.into())
 }
@@ -76,6 +79,9 @@ pub struct RawApi {
     pub header_read_timeout_ms: Option<u64>,
     /// Open API connections per listener; more are closed at once.
     pub max_connections: Option<usize>,
+    /// Seconds between history compactions, kube-apiserver's
+    /// `--etcd-compaction-interval` (300 by default; 0 turns them off).
+    pub compaction_interval_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -223,6 +229,8 @@ pub struct ReplicaConfig {
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    /// Between history compactions; `None`: never.
+    pub compaction_interval: Option<Duration>,
     pub ca: PathBuf,
     pub peer_cert: PathBuf,
     pub peer_key: PathBuf,
@@ -347,6 +355,15 @@ impl RawConfig {
                 "config: `api.max_connections` = {max_connections} must be between 1 and 1000000"
             )));
         }
+        let compaction_interval = match self.api.compaction_interval_s.unwrap_or(300) {
+            0 => None,
+            s if s <= MAX_COMPACTION_INTERVAL_S => Some(Duration::from_secs(s)),
+            s => {
+                return Err(err(format!(
+                    "config: `api.compaction_interval_s` = {s} must be at most {MAX_COMPACTION_INTERVAL_S} (30 days; 0 turns compaction off)"
+                )))
+            }
+        };
         let tick_ms = self.raft.tick_ms.unwrap_or(100);
         let election_ticks = self.raft.election_ticks.unwrap_or(10);
         let heartbeat_ticks = self.raft.heartbeat_ticks.unwrap_or(1);
@@ -386,6 +403,7 @@ impl RawConfig {
             tls_handshake_timeout,
             header_read_timeout,
             max_connections,
+            compaction_interval,
             tick: Duration::from_millis(tick_ms),
             election_ticks,
             heartbeat_ticks,
@@ -438,6 +456,20 @@ api_key = "pki/replica-1-api.key"
         assert_eq!(c.tls_handshake_timeout, d.tls_handshake_timeout);
         assert_eq!(c.header_read_timeout, d.header_read_timeout);
         assert_eq!(c.max_connections, d.max_connections);
+        assert_eq!(c.compaction_interval, Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn the_compaction_interval_is_read_and_checked() {
+        let with = |extra: &str| GOOD.replace("[tls]", &format!("{extra}\n[tls]"));
+        let c = parse(&with("compaction_interval_s = 60")).unwrap();
+        assert_eq!(c.compaction_interval, Some(Duration::from_secs(60)));
+        let c = parse(&with("compaction_interval_s = 0")).unwrap();
+        assert_eq!(c.compaction_interval, None);
+        let e = parse(&with("compaction_interval_s = 100000000"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`api.compaction_interval_s`"), "{e}");
     }
 
     #[test]

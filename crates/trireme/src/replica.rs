@@ -309,6 +309,16 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
         }
     });
 
+    // History compaction, as kube-apiserver does it against etcd: every replica takes
+    // part, one compacts per interval.
+    if let Some(interval) = cfg.compaction_interval {
+        tokio::spawn(trireme_api::kube::run_compactor(
+            Arc::clone(&store),
+            interval,
+            stop_rx.clone(),
+        ));
+    }
+
     let app = trireme_api::app(trireme_api::ApiState {
         store: Arc::clone(&store),
         cluster_id,

@@ -5,8 +5,9 @@
 //!
 //! Layout: `resources` (the kind table), `objects` (store semantics), `watch`,
 //! `discovery`, `table` (server-side Tables), `select` (selectors), `meta` (names,
-//! uids, times), `status` (errors).
+//! uids, times), `status` (errors), `compact` (the periodic history compaction).
 
+mod compact;
 mod discovery;
 mod meta;
 mod objects;
@@ -30,6 +31,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use crate::ApiState;
+pub use compact::{compact_once, run_compactor, CompactorState, COMPACT_REV_KEY};
 use objects::{ListOptions, Objects};
 use resources::{Registry, Resource};
 pub use status::KubeError;

@@ -172,11 +172,12 @@ impl Cluster {
                 })
                 .collect();
             let config = dir.join(format!("{name}.toml"));
+            // No periodic compaction: the checker reads the whole history from revision 1.
             let text = format!(
                 "name = \"{name}\"\ndata_dir = \"data/{name}\"\n\
                  [cluster]\ntoken = \"chaos\"\ninitial = {{ {initial} }}\ndial = {{ {initial} }}\n\
                  [peer]\nlisten = \"{peer}\"\n\
-                 [api]\nlisten = \"{api}\"\n\
+                 [api]\nlisten = \"{api}\"\ncompaction_interval_s = 0\n\
                  [tls]\nca = \"pki/ca.crt\"\npeer_cert = \"pki/{name}-peer.crt\"\npeer_key = \"pki/{name}-peer.key\"\n\
                  api_cert = \"pki/{name}-api.crt\"\napi_key = \"pki/{name}-api.key\"\n\
                  [raft]\ntick_ms = 50\nelection_ticks = 10\nheartbeat_ticks = 2\nsnapshot_threshold = 2000\ncompaction_margin = 500\nrequest_timeout_ms = 3000\n\
