@@ -334,4 +334,20 @@ fn usage_and_config_errors_are_one_line_with_the_right_exit_code() {
         .output()
         .unwrap();
     assert!(fails(&out, 1).contains("ftp://x"));
+    // `certs add` without a CA, with a name that is not a member name.
+    let out = Command::new(BIN)
+        .args(["certs", "add", "--dir"])
+        .arg(dir.path().join("no-pki"))
+        .args(["--replica", "replica-4=127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(fails(&out, 2).contains("ca.crt"));
+    let out = Command::new(BIN)
+        .args(["certs", "add", "--dir"])
+        .arg(dir.path())
+        .args(["--replica", "Replica_4=127.0.0.1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Replica_4"));
 }

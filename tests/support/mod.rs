@@ -54,17 +54,28 @@ impl Cluster {
     pub fn prepare_with_joiners(n: usize, founders: usize) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
-        let mut cmd = Command::new(BIN);
-        cmd.args(["certs", "init", "--out"]).arg(&pki);
-        for i in 1..=n {
-            cmd.args(["--replica", &format!("replica-{i}=127.0.0.1")]);
+        // The founders' certificates with the CA, the joiners' from that CA later, as
+        // an operator adds a replica.
+        let mut init = Command::new(BIN);
+        init.args(["certs", "init", "--out"]).arg(&pki);
+        for i in 1..=founders {
+            init.args(["--replica", &format!("replica-{i}=127.0.0.1")]);
         }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "certs init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut commands = vec![init];
+        for i in founders + 1..=n {
+            let mut add = Command::new(BIN);
+            add.args(["certs", "add", "--dir"]).arg(&pki);
+            add.args(["--replica", &format!("replica-{i}=127.0.0.1")]);
+            commands.push(add);
+        }
+        for mut cmd in commands {
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial: Vec<String> = ports
             .iter()

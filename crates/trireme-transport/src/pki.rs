@@ -16,7 +16,7 @@ use std::path::Path;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _, SanType,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -61,6 +61,25 @@ impl Ca {
             what: "CA key",
             reason: e.to_string(),
         })?;
+        // Certificates signed with a key that is not the CA's would be refused by
+        // every peer: check the pair before issuing anything.
+        let der = parse_certs(cert_pem.as_bytes(), Path::new("CA certificate"))?;
+        let first = der.first().ok_or_else(|| PkiError::InvalidPem {
+            what: "CA certificate",
+            reason: "no certificate in it".into(),
+        })?;
+        let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| {
+            PkiError::InvalidPem {
+                what: "CA certificate",
+                reason: e.to_string(),
+            }
+        })?;
+        if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
+            return Err(PkiError::InvalidPem {
+                what: "CA key",
+                reason: "it is not the key of the CA certificate".into(),
+            });
+        }
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| PkiError::InvalidPem {
             what: "CA certificate",
             reason: e.to_string(),
@@ -290,6 +309,17 @@ mod tests {
     fn eku(cert: &X509Certificate<'_>) -> (bool, bool) {
         let e = cert.extended_key_usage().unwrap().unwrap().value;
         (e.server_auth, e.client_auth)
+    }
+
+    #[test]
+    fn a_ca_key_that_is_not_the_certificates_is_refused() {
+        let a = generate_ca("a").unwrap();
+        let b = generate_ca("b").unwrap();
+        assert!(Ca::from_pem(a.cert_pem(), a.key_pem()).is_ok());
+        let e = Ca::from_pem(a.cert_pem(), b.key_pem())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not the key of the CA certificate"), "{e}");
     }
 
     #[test]

@@ -91,6 +91,38 @@ enum CertsCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Issue peer and API certificates for a replica added later, from the cluster CA
+    /// (`ca.crt` and `ca.key`) that `certs init` wrote.
+    Add {
+        /// The directory `certs init` wrote; the new files go there too.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A replica as NAME=HOST (repeatable).
+        #[arg(long = "replica", required = true, value_parser = certs::parse_replica)]
+        replicas: Vec<(String, String)>,
+        /// Extra name or IP on the API certificate, e.g. a load balancer (repeatable).
+        #[arg(long = "api-san")]
+        api_sans: Vec<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Lists the files a `certs` command wrote, or its error on one line (exit code 2).
+fn wrote(command: &str, result: anyhow::Result<Vec<PathBuf>>) -> ExitCode {
+    match result {
+        Ok(files) => {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("trireme certs {command}: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -123,18 +155,24 @@ fn main() -> ExitCode {
                 server,
                 force,
             };
-            match certs::init(&plan) {
-                Ok(files) => {
-                    for f in files {
-                        println!("wrote {}", f.display());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("trireme certs init: {e:#}");
-                    ExitCode::from(2)
-                }
-            }
+            wrote("init", certs::init(&plan))
+        }
+        Cmd::Certs {
+            command:
+                CertsCmd::Add {
+                    dir,
+                    replicas,
+                    api_sans,
+                    force,
+                },
+        } => {
+            let plan = certs::AddPlan {
+                dir,
+                replicas,
+                api_sans,
+                force,
+            };
+            wrote("add", certs::add(&plan))
         }
         Cmd::Bench(args) => bench::main(args),
         Cmd::Ctl(args) => ctl::main(args),
