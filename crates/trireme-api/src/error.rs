@@ -84,6 +84,11 @@ fn store_parts(e: &StoreError) -> (StatusCode, u16, String) {
             UNAVAILABLE,
             "etcdserver: a membership change is already in progress; retry".into(),
         ),
+        StoreError::Propose(ProposeError::NotEnoughActive) => (
+            S::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "etcdserver: re-configuration failed due to not enough started members".into(),
+        ),
         StoreError::Propose(ProposeError::LearnerNotReady) => (
             S::BAD_REQUEST,
             FAILED_PRECONDITION,
@@ -267,6 +272,20 @@ mod tests {
     use super::*;
     use crate::kube::KubeError;
     use trireme_raft::UncertainReason;
+
+    #[test]
+    fn a_change_without_enough_voters_up_is_etcds_retryable_refusal() {
+        let (status, code, message) =
+            store_parts(&StoreError::Propose(ProposeError::NotEnoughActive));
+        assert_eq!(
+            (status, code),
+            (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
+        );
+        assert_eq!(
+            message,
+            "etcdserver: re-configuration failed due to not enough started members"
+        );
+    }
 
     #[test]
     fn a_removed_replica_says_so_and_sends_clients_elsewhere() {

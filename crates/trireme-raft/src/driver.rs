@@ -228,6 +228,7 @@ where
         removed,
         last_hand_over: None,
         last_leader_contact: 0,
+        last_heard: HashMap::new(),
         last_probe: 0,
         to_apply: Vec::new(),
         to_apply_since: None,
@@ -343,6 +344,9 @@ struct Driver<SM: StateMachine, T> {
     last_leader_contact: u64,
     /// Tick of the last probe sent (see [`PROBE_CONTEXT`]).
     last_probe: u64,
+    /// Tick of the last message from each peer: which voters are up, for the
+    /// leader's check that a membership change keeps a quorum of them.
+    last_heard: HashMap<u64, u64>,
     /// Committed entries handed out by raft-rs and not applied yet, and since when.
     /// While more work is queued they wait (a bounded time and count), so that one
     /// state machine batch covers several Readys.
@@ -615,6 +619,9 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 }
                 if from != raft::INVALID_ID && from == self.raw.raft.leader_id {
                     self.last_leader_contact = self.ticks;
+                }
+                if from != raft::INVALID_ID {
+                    self.last_heard.insert(from, self.ticks);
                 }
             }
             Event::Snapshot { msg, path } => {

@@ -38,6 +38,10 @@ pub enum ProposeError {
     /// a lagging voter could cost the cluster its quorum. Retry once it caught up.
     #[error("can only promote a learner member which is in sync with leader")]
     LearnerNotReady,
+    /// The leader refused a membership change after which fewer voters than a quorum
+    /// would be up (etcd's strict reconfiguration check). Retry once they are back.
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughActive,
     #[error("the raft node has stopped")]
     Stopped,
     /// This node was removed from the cluster; nothing was proposed. Another

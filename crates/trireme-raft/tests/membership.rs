@@ -9,8 +9,10 @@ mod support;
 use std::time::Duration;
 
 use support::{promote_when_ready, start_node, Cluster};
+use trireme_raft::eraftpb::ConfChangeType;
+use trireme_raft::memory::MemoryNetwork;
 use trireme_raft::testing::{propose_retrying, wait_for};
-use trireme_raft::{Bootstrap, NodeHandle, ProposeError, ReadError};
+use trireme_raft::{Bootstrap, NodeHandle, ProposeError, ReadError, Role};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promoting_a_learner_that_is_not_in_sync_is_refused_on_the_leader_and_through_a_follower() {
@@ -168,4 +170,47 @@ async fn a_leader_asked_to_remove_itself_hands_leadership_over_first() {
     assert!(told.is_some(), "{:?}", c.node(leader).handle.status());
     assert!(!c.node(leader).handle.status().stopped, "no panic, no stop");
     propose_retrying(&c.node(rest[0]).handle, b"after", Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_would_leave_fewer_voters_up_than_a_quorum_is_refused() {
+    // Three voters, one of which (3) never runs: the leader has never heard from it.
+    let net = MemoryNetwork::new();
+    let nodes = [1, 2].map(|id| start_node(&net, id, Bootstrap::Initial(vec![1, 2, 3]), 10_000));
+    let leader = wait_for(Duration::from_secs(10), || {
+        nodes
+            .iter()
+            .find(|n| n.handle.status().role == Role::Leader)
+            .map(|n| n.handle.id())
+    })
+    .await
+    .expect("a leader is elected");
+    let (l, f) = if leader == 1 {
+        (&nodes[0], &nodes[1])
+    } else {
+        (&nodes[1], &nodes[0])
+    };
+    propose_retrying(&l.handle, b"x", Duration::from_secs(10)).await;
+    // Removing the other running voter leaves {leader, 3}: one of two up.
+    assert_eq!(
+        l.handle.remove(f.handle.id()).await,
+        Err(ProposeError::NotEnoughActive)
+    );
+    assert_eq!(
+        f.handle.remove(f.handle.id()).await,
+        Err(ProposeError::NotEnoughActive),
+        "a change forwarded by a follower gets the leader's reason"
+    );
+    // Adding a voter that is not running makes {1, 2, 3, 4} with two up.
+    assert_eq!(
+        l.handle
+            .change_membership(vec![(ConfChangeType::AddNode, 4)])
+            .await,
+        Err(ProposeError::NotEnoughActive)
+    );
+    assert!(ProposeError::NotEnoughActive.is_retryable());
+    // Removing the voter that is down keeps both running ones: accepted.
+    let cs = l.handle.remove(3).await.unwrap();
+    assert_eq!(cs.voters.len(), 2);
+    propose_retrying(&l.handle, b"after", Duration::from_secs(10)).await;
 }

@@ -55,6 +55,9 @@ pub(super) enum Refusal {
     /// that applied its own removal (it panics on its missing progress), so the
     /// leader hands leadership over first and the caller retries.
     LeaderTransferring = 3,
+    /// After the change, fewer voters than a quorum would be up (etcd's
+    /// `--strict-reconfig-check`): the cluster would stop taking writes.
+    NotEnoughActive = 4,
 }
 
 impl Refusal {
@@ -63,6 +66,7 @@ impl Refusal {
             1 => Some(Refusal::Pending),
             2 => Some(Refusal::LearnerNotReady),
             3 => Some(Refusal::LeaderTransferring),
+            4 => Some(Refusal::NotEnoughActive),
             _ => None,
         }
     }
@@ -72,6 +76,7 @@ impl Refusal {
             Refusal::Pending => ProposeError::ConfChangePending,
             Refusal::LearnerNotReady => ProposeError::LearnerNotReady,
             Refusal::LeaderTransferring => ProposeError::Dropped,
+            Refusal::NotEnoughActive => ProposeError::NotEnoughActive,
         }
     }
 
@@ -106,8 +111,9 @@ pub(super) fn removed_from(cs: &ConfState, id: u64) -> bool {
 
 impl<SM: StateMachine, T: Transport> Driver<SM, T> {
     /// Whether the leader (this node) accepts a membership change now: one change at
-    /// a time, never its own removal or demotion (it hands leadership over first), and
-    /// a learner is promoted only when it is in sync with the leader.
+    /// a time, never its own removal or demotion (it hands leadership over first), a
+    /// learner promoted only when it is in sync with the leader, and never a change
+    /// after which fewer voters than a quorum are up.
     pub(super) fn check_conf_change(&self, cc: &ConfChangeV2) -> Result<(), Refusal> {
         let raft = &self.raw.raft;
         if raft.has_pending_conf() {
@@ -145,7 +151,35 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
                 return Err(Refusal::LearnerNotReady);
             }
         }
+        if !self.keeps_an_active_quorum(cc) {
+            return Err(Refusal::NotEnoughActive);
+        }
         Ok(())
+    }
+
+    /// Whether a quorum of the voters after `cc` are up: this node, and the peers
+    /// heard from within an election timeout. Removing a voter that is down, or
+    /// adding and removing learners, never fails this.
+    fn keeps_an_active_quorum(&self, cc: &ConfChangeV2) -> bool {
+        let mut voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+        for c in cc.get_changes() {
+            voters.retain(|v| *v != c.node_id);
+            if c.get_change_type() == ConfChangeType::AddNode {
+                voters.push(c.node_id);
+            }
+        }
+        if voters.is_empty() {
+            return true; // refused elsewhere (the last voter)
+        }
+        let window = self.config.election_ticks as u64;
+        let up = |id: &u64| {
+            *id == self.id
+                || self
+                    .last_heard
+                    .get(id)
+                    .is_some_and(|t| self.ticks <= t + window)
+        };
+        voters.iter().filter(|v| up(v)).count() > voters.len() / 2
     }
 
     pub(super) fn on_refusal(&mut self, refusal: Refusal) {
