@@ -87,7 +87,7 @@ fn store_parts(e: &StoreError) -> (StatusCode, u16, String) {
         StoreError::Propose(ProposeError::NotEnoughActive) => (
             S::SERVICE_UNAVAILABLE,
             UNAVAILABLE,
-            "etcdserver: re-configuration failed due to not enough started members".into(),
+            "etcdserver: unhealthy cluster".into(),
         ),
         StoreError::Propose(ProposeError::LearnerNotReady) => (
             S::BAD_REQUEST,
@@ -281,10 +281,7 @@ mod tests {
             (status, code),
             (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
         );
-        assert_eq!(
-            message,
-            "etcdserver: re-configuration failed due to not enough started members"
-        );
+        assert_eq!(message, "etcdserver: unhealthy cluster");
     }
 
     #[test]

@@ -439,7 +439,9 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         if failed {
             // Leave the state machine as a crash would: its destructor may write and
             // sync again (sled's unwraps a failed sync and panics) on a disk that just
-            // failed. Recovery after a restart does not depend on it.
+            // failed. The process exits next; recovery when it restarts does not
+            // depend on the destructor. (Its files stay open until then: the same
+            // process cannot reopen the directory.)
             std::mem::forget(sm);
         } else {
             drop(sm);

@@ -40,7 +40,7 @@ pub enum ProposeError {
     LearnerNotReady,
     /// The leader refused a membership change after which fewer voters than a quorum
     /// would be up (etcd's strict reconfiguration check). Retry once they are back.
-    #[error("re-configuration failed due to not enough started members")]
+    #[error("unhealthy cluster: fewer voters than a quorum would be up after this membership change; retry once they are back")]
     NotEnoughActive,
     #[error("the raft node has stopped")]
     Stopped,

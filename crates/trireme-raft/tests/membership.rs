@@ -12,7 +12,7 @@ use support::{promote_when_ready, start_node, Cluster};
 use trireme_raft::eraftpb::ConfChangeType;
 use trireme_raft::memory::MemoryNetwork;
 use trireme_raft::testing::{propose_retrying, wait_for};
-use trireme_raft::{Bootstrap, NodeHandle, ProposeError, ReadError, Role};
+use trireme_raft::{Bootstrap, NodeHandle, ProposeError, ReadError, Role, UncertainReason};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promoting_a_learner_that_is_not_in_sync_is_refused_on_the_leader_and_through_a_follower() {
@@ -213,4 +213,68 @@ async fn a_change_that_would_leave_fewer_voters_up_than_a_quorum_is_refused() {
     let cs = l.handle.remove(3).await.unwrap();
     assert_eq!(cs.voters.len(), 2);
     propose_retrying(&l.handle, b"after", Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_voter_may_add_a_second_voter_before_it_runs() {
+    let net = MemoryNetwork::new();
+    let first = start_node(&net, 1, Bootstrap::Initial(vec![1]), 10_000);
+    propose_retrying(&first.handle, b"x", Duration::from_secs(10)).await;
+    // The new voter cannot be up before it is added; there was no other voter to lose.
+    let cs = first
+        .handle
+        .change_membership(vec![(ConfChangeType::AddNode, 2)])
+        .await
+        .unwrap();
+    assert_eq!(cs.voters.len(), 2);
+    let second = start_node(&net, 2, Bootstrap::Join, 10_000);
+    propose_retrying(&first.handle, b"with two", Duration::from_secs(10)).await;
+    let caught_up = wait_for(Duration::from_secs(10), || {
+        (second.sm.payloads() == first.sm.payloads()).then_some(())
+    })
+    .await;
+    assert!(caught_up.is_some(), "the second voter catches up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_pending_on_a_node_when_it_learns_of_its_removal_fail_as_uncertain() {
+    // A long election timeout: the cut-off node keeps believing in its leader.
+    let c = Cluster::start_with(3, 10_000, |n| {
+        n.election_ticks = 300;
+        n.request_timeout = Duration::from_secs(20);
+    });
+    let leader = c.leader(&[1, 2, 3]).await;
+    let victim = (1..=3).find(|i| *i != leader).unwrap();
+    propose_retrying(&c.node(leader).handle, b"x", Duration::from_secs(10)).await;
+    c.net.isolate(victim);
+    c.node(leader).handle.remove(victim).await.unwrap();
+    // Forwarded into the cut (lost), or refused by the leader if the cut heals first:
+    // either way it is pending when the victim learns that it was removed.
+    let victim_handle = &c.node(victim).handle;
+    let mut pending = Box::pin(victim_handle.propose(b"lost".to_vec()));
+    // One poll hands the proposal to the node (a zero timeout polls it once).
+    assert!(tokio::time::timeout(Duration::ZERO, &mut pending)
+        .await
+        .is_err());
+    c.net.heal();
+    // The next one reaches the leader, which answers that the victim is no member (or
+    // the victim knows already and refuses it).
+    let late = victim_handle.propose(b"late".to_vec()).await;
+    assert!(
+        matches!(
+            late,
+            Err(ProposeError::Removed | ProposeError::Uncertain(UncertainReason::Removed))
+        ),
+        "{late:?}"
+    );
+    assert_eq!(
+        pending.await,
+        Err(ProposeError::Uncertain(UncertainReason::Removed)),
+        "the pending one fails as soon as the victim knows, not at its deadline"
+    );
+    let published = wait_for(Duration::from_secs(10), || {
+        c.node(victim).handle.status().removed.then_some(())
+    })
+    .await;
+    assert!(published.is_some());
 }

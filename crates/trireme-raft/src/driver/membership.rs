@@ -171,6 +171,12 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         if voters.is_empty() {
             return true; // refused elsewhere (the last voter)
         }
+        let before = self.raw.raft.prs().conf().voters().ids().len();
+        if before == 1 && voters.len() == 2 && voters.contains(&self.id) {
+            // A lone voter adding a second: the new one cannot be up before it is
+            // added, and the cluster had no other voter to lose (etcd allows it too).
+            return true;
+        }
         let window = self.config.election_ticks as u64;
         let up = |id: &u64| {
             *id == self.id
@@ -342,6 +348,7 @@ mod tests {
             Refusal::Pending,
             Refusal::LearnerNotReady,
             Refusal::LeaderTransferring,
+            Refusal::NotEnoughActive,
         ] {
             let ctx = [7u8; 24];
             let c = r.context(&ctx);
