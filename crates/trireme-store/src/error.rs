@@ -3,7 +3,7 @@
 //! or the read could not be served at that revision.
 
 use trireme_mvcc::CommandError;
-use trireme_raft::{ProposeError, ReadError};
+use trireme_raft::{ProposeError, ReadError, UncertainReason};
 
 use crate::member::MemberError;
 
@@ -38,6 +38,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the request failed because this replica was removed from the
+    /// cluster (before it was proposed, or while it was pending).
+    pub fn is_removed(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Propose(
+                ProposeError::Removed | ProposeError::Uncertain(UncertainReason::Removed)
+            ) | StoreError::ReadIndex(ReadError::Removed)
+        )
+    }
+
     /// True when the same request may succeed if sent again (possibly elsewhere).
     pub fn is_retryable(&self) -> bool {
         match self {

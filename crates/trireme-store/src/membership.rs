@@ -109,7 +109,21 @@ impl KvStore {
     /// Removes member `id` (voter or learner); returns the members after the change
     /// as applied here. The removed replica stops once it learns of it. Removing the
     /// leader moves leadership first (the leader never applies its own removal).
+    /// Asked to remove itself, a replica that learns it is out of the cluster (it
+    /// need not apply the change to learn it, and it may have been removed already)
+    /// answers with success: what was asked holds.
     pub async fn member_remove(&self, id: u64) -> Result<Vec<Member>, StoreError> {
+        match self.remove(id).await {
+            Err(e) if id == self.node.id() && e.is_removed() => {}
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        let mut members = self.members_local()?;
+        members.retain(|m| m.id != id);
+        Ok(members)
+    }
+
+    async fn remove(&self, id: u64) -> Result<(), StoreError> {
         let members = self.members().await?;
         let m = members
             .iter()
@@ -125,8 +139,7 @@ impl KvStore {
         self.change_until(vec![(ConfChangeType::RemoveNode, id)], |ms| {
             ms.iter().all(|m| m.id != id)
         })
-        .await?;
-        self.members_local()
+        .await
     }
 
     /// Makes learner `id` a voter; the leader refuses while the learner lags behind
@@ -174,9 +187,7 @@ impl KvStore {
         match self.propose(Proposal::MemberPublish { id, attrs }).await {
             // Removed before it learned so from its own member table: whether or not
             // the entry commits, the cluster has no such member to publish.
-            Err(StoreError::Propose(
-                ProposeError::Removed | ProposeError::Uncertain(UncertainReason::Removed),
-            )) => Err(MemberError::NotMember(id).into()),
+            Err(e) if e.is_removed() => Err(MemberError::NotMember(id).into()),
             r => r.map(|_| true),
         }
     }

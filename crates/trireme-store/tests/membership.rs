@@ -424,6 +424,34 @@ async fn refusals_name_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_asked_to_remove_itself_after_it_was_removed_says_it_is_done() {
+    let c = Cluster::start(10_000);
+    let leader = c.leader(&FOUNDERS).await;
+    for n in FOUNDERS {
+        c.publish(n).await;
+    }
+    let victim = FOUNDERS.iter().copied().find(|n| *n != leader).unwrap();
+    // The victim misses its removal: it still counts itself a member.
+    c.net.isolate(member_id(victim));
+    retry(|| c.s(&leader).member_remove(member_id(victim))).await;
+    c.net.heal();
+    assert!(c
+        .s(victim)
+        .members_local()
+        .unwrap()
+        .iter()
+        .any(|m| m.name == victim));
+    // Asked to remove itself, it learns from the leader that it is out: done.
+    let after = c.s(victim).member_remove(member_id(victim)).await.unwrap();
+    assert!(after.iter().all(|m| m.name != victim), "{after:?}");
+    let published = wait_for(Duration::from_secs(10), || {
+        c.s(victim).status().removed.then_some(())
+    })
+    .await;
+    assert!(published.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_the_leader_moves_leadership_first_and_writes_go_on() {
     let c = Cluster::start(10_000);
     let leader = c.leader(&FOUNDERS).await;
