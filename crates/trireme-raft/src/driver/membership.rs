@@ -162,6 +162,7 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
     /// adding and removing learners, never fails this.
     fn keeps_an_active_quorum(&self, cc: &ConfChangeV2) -> bool {
         let mut voters: Vec<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+        let before = voters.len();
         for c in cc.get_changes() {
             voters.retain(|v| *v != c.node_id);
             if c.get_change_type() == ConfChangeType::AddNode {
@@ -171,7 +172,6 @@ impl<SM: StateMachine, T: Transport> Driver<SM, T> {
         if voters.is_empty() {
             return true; // refused elsewhere (the last voter)
         }
-        let before = self.raw.raft.prs().conf().voters().ids().len();
         if before == 1 && voters.len() == 2 && voters.contains(&self.id) {
             // A lone voter adding a second: the new one cannot be up before it is
             // added, and the cluster had no other voter to lose (etcd allows it too).
