@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 declare -A packages=(
   [fiu-run]=fiu-utils   # fsync failure injection (trireme-store/tests/fsync_failure.rs)
   [fiu-ctrl]=fiu-utils
+  [etcdctl]=etcd-client   # etcd's own client against the gRPC API (tests/etcdctl.rs)
   [kubectl]=kubernetes-client   # the machine image ships kubectl 1.32; Debian's is the fallback
   [ip]=iproute2        # network namespaces of the chaos harness (tests/chaos.rs)
   [nft]=nftables       # partitions inside those namespaces

@@ -570,6 +570,47 @@ async fn bad_bodies_get_4xx_in_the_gateway_shape_and_nothing_stored_changes() {
         );
     }
 
+    // etcd's gRPC API on the same port: broken frames and messages get a gRPC error
+    // status (HTTP/2 by ALPN, grpc-status in the trailers-only answer), never a write.
+    let frames: [(&str, Vec<u8>); 5] = [
+        (
+            "a frame shorter than its length prefix",
+            vec![0, 0, 0, 0, 16, 1, 2, 3],
+        ),
+        (
+            "bytes that are not protobuf",
+            vec![0, 0, 0, 0, 3, 0xff, 0xff, 0xff],
+        ),
+        (
+            "a compressed frame without an encoding",
+            vec![1, 0, 0, 0, 1, 0],
+        ),
+        (
+            "a frame over the request limit",
+            vec![0, 0x7f, 0xff, 0xff, 0xff, 0],
+        ),
+        // PutRequest{key: "", value: "v"}: etcd's empty-key refusal.
+        ("a put without a key", vec![0, 0, 0, 0, 3, 0x12, 1, b'v']),
+    ];
+    for (what, frame) in frames {
+        let r = c
+            .http
+            .post(format!("{}/etcdserverpb.KV/Put", c.members[leader].api))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(frame)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2, "{what}");
+        let code = r
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u16>().ok());
+        assert!(matches!(code, Some(1..)), "{what}: grpc-status {code:?}");
+    }
+
     // Every replica still serves, nothing stored changed, nothing panicked.
     for i in 0..3 {
         serves(&c, i).await;

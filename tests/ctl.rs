@@ -7,7 +7,6 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -31,19 +30,11 @@ impl Ctl {
     }
 
     fn run(&self, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = self
-            .cmd(endpoints, args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            input.write_all(s.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
+        support::run_bounded(
+            &mut self.cmd(endpoints, args),
+            stdin,
+            Duration::from_secs(60),
+        )
     }
 
     fn ok(&self, endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {

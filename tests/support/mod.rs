@@ -295,6 +295,55 @@ impl Drop for Cluster {
     }
 }
 
+/// Runs `cmd` to its end with `stdin` as its input, killed (by PID) and failing the
+/// test if it runs longer than `limit`.
+pub fn run_bounded(
+    cmd: &mut Command,
+    stdin: Option<&str>,
+    limit: Duration,
+) -> std::process::Output {
+    use std::io::{Read, Write};
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    // Written from a thread, so a child that does not read its input still meets the
+    // limit; one that exits first closes the pipe (the write error is its business).
+    let mut input = child.stdin.take().unwrap();
+    let text = stdin.unwrap_or_default().to_string();
+    std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
 pub fn b64(s: &str) -> String {
     STANDARD.encode(s)
 }

@@ -15,13 +15,15 @@ pub enum ApiError {
     BadRequest(String),
     #[error("etcdserver: request is too large")]
     TooLarge,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     #[error("{0}")]
     Store(#[from] StoreError),
 }
 
-/// gRPC status codes the gateway reports.
+/// gRPC status codes the gateway reports: etcd's for each of its errors (a timeout
+/// is UNAVAILABLE, which etcd's clients retry on another endpoint).
 const INVALID_ARGUMENT: u16 = 3;
-const DEADLINE_EXCEEDED: u16 = 4;
 const NOT_FOUND: u16 = 5;
 const ALREADY_EXISTS: u16 = 6;
 const RESOURCE_EXHAUSTED: u16 = 8;
@@ -32,14 +34,15 @@ const UNAVAILABLE: u16 = 14;
 
 impl ApiError {
     /// (HTTP status, gRPC code, etcd's message).
-    fn parts(&self) -> (StatusCode, u16, String) {
+    pub(crate) fn parts(&self) -> (StatusCode, u16, String) {
         match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, INVALID_ARGUMENT, m.clone()),
             ApiError::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                RESOURCE_EXHAUSTED,
+                INVALID_ARGUMENT,
                 self.to_string(),
             ),
+            ApiError::LeaseTtlTooLarge => (StatusCode::BAD_REQUEST, OUT_OF_RANGE, self.to_string()),
             ApiError::Store(e) => store_parts(e),
         }
     }
@@ -50,7 +53,7 @@ fn store_parts(e: &StoreError) -> (StatusCode, u16, String) {
     match e {
         StoreError::Propose(ProposeError::Uncertain(trireme_raft::UncertainReason::Timeout)) => (
             S::GATEWAY_TIMEOUT,
-            DEADLINE_EXCEEDED,
+            UNAVAILABLE,
             "etcdserver: request timed out".into(),
         ),
         StoreError::Propose(
@@ -102,7 +105,7 @@ fn store_parts(e: &StoreError) -> (StatusCode, u16, String) {
         ),
         StoreError::ReadIndex(ReadError::Timeout) => (
             S::GATEWAY_TIMEOUT,
-            DEADLINE_EXCEEDED,
+            UNAVAILABLE,
             "etcdserver: request timed out".into(),
         ),
         StoreError::ReadIndex(_) => (
@@ -128,7 +131,7 @@ fn store_parts(e: &StoreError) -> (StatusCode, u16, String) {
         ),
         StoreError::TooLarge { .. } => (
             S::PAYLOAD_TOO_LARGE,
-            RESOURCE_EXHAUSTED,
+            INVALID_ARGUMENT,
             "etcdserver: request is too large".into(),
         ),
         StoreError::Malformed(m) | StoreError::Storage(m) => {
@@ -174,6 +177,21 @@ fn member_parts(e: &MemberError) -> (StatusCode, u16, String) {
         MemberError::InvalidName { .. } | MemberError::NoPeerUrl => {
             (S::BAD_REQUEST, INVALID_ARGUMENT, format!("etcdserver: {e}"))
         }
+        MemberError::NotLeader => (
+            S::BAD_REQUEST,
+            FAILED_PRECONDITION,
+            "etcdserver: not leader".into(),
+        ),
+        MemberError::BadTransferee(_) => (
+            S::BAD_REQUEST,
+            FAILED_PRECONDITION,
+            "etcdserver: bad leader transferee".into(),
+        ),
+        MemberError::TransferTimeout(_) => (
+            S::GATEWAY_TIMEOUT,
+            UNAVAILABLE,
+            "etcdserver: request timed out, leader transfer took too long".into(),
+        ),
     }
 }
 
@@ -236,16 +254,21 @@ pub async fn require_client_certificate(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let anonymous = req
-        .extensions()
-        .get::<crate::ClientIdentity>()
-        .is_some_and(|i| !i.is_authenticated());
-    if anonymous {
+    if crate::ClientIdentity::is_anonymous(req.extensions()) {
         let message = "etcdserver: a client certificate of the cluster CA is required";
         let body = serde_json::json!({ "error": message, "code": 16, "message": message });
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
     }
     next.run(req).await
+}
+
+/// etcd's gRPC API answers with the code and message its gateway reports: etcd's
+/// clients recognise errors such as "required revision has been compacted" by them.
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        let (_, code, message) = e.parts();
+        tonic::Status::new(tonic::Code::from_i32(i32::from(code)), message)
+    }
 }
 
 impl IntoResponse for ApiError {

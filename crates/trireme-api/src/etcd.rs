@@ -79,21 +79,21 @@ impl From<KeyValue> for KeyValueJson {
 #[serde(default)]
 pub struct PutJson {
     #[serde(with = "b64")]
-    key: Vec<u8>,
+    pub(crate) key: Vec<u8>,
     #[serde(with = "b64")]
-    value: Vec<u8>,
+    pub(crate) value: Vec<u8>,
     #[serde(deserialize_with = "de_i64")]
-    lease: i64,
+    pub(crate) lease: i64,
     #[serde(alias = "prevKv")]
-    prev_kv: bool,
+    pub(crate) prev_kv: bool,
     #[serde(alias = "ignoreValue")]
-    ignore_value: bool,
+    pub(crate) ignore_value: bool,
     #[serde(alias = "ignoreLease")]
-    ignore_lease: bool,
+    pub(crate) ignore_lease: bool,
 }
 
 impl PutJson {
-    fn into_request(self) -> Result<PutRequest, ApiError> {
+    pub(crate) fn into_request(self) -> Result<PutRequest, ApiError> {
         if self.ignore_value || self.ignore_lease {
             return Err(ApiError::BadRequest(
                 "ignore_value and ignore_lease are not supported".into(),
@@ -137,30 +137,30 @@ pub async fn put(
 #[serde(default)]
 pub struct RangeJson {
     #[serde(with = "b64")]
-    key: Vec<u8>,
+    pub(crate) key: Vec<u8>,
     #[serde(with = "b64", alias = "rangeEnd")]
-    range_end: Vec<u8>,
+    pub(crate) range_end: Vec<u8>,
     #[serde(deserialize_with = "de_i64")]
-    limit: i64,
+    pub(crate) limit: i64,
     #[serde(deserialize_with = "de_i64")]
-    revision: i64,
+    pub(crate) revision: i64,
     #[serde(alias = "sortOrder")]
-    sort_order: EnumValue,
+    pub(crate) sort_order: EnumValue,
     #[serde(alias = "sortTarget")]
-    sort_target: EnumValue,
-    serializable: bool,
+    pub(crate) sort_target: EnumValue,
+    pub(crate) serializable: bool,
     #[serde(alias = "keysOnly")]
-    keys_only: bool,
+    pub(crate) keys_only: bool,
     #[serde(alias = "countOnly")]
-    count_only: bool,
+    pub(crate) count_only: bool,
     #[serde(deserialize_with = "de_i64", alias = "minModRevision")]
-    min_mod_revision: i64,
+    pub(crate) min_mod_revision: i64,
     #[serde(deserialize_with = "de_i64", alias = "maxModRevision")]
-    max_mod_revision: i64,
+    pub(crate) max_mod_revision: i64,
     #[serde(deserialize_with = "de_i64", alias = "minCreateRevision")]
-    min_create_revision: i64,
+    pub(crate) min_create_revision: i64,
     #[serde(deserialize_with = "de_i64", alias = "maxCreateRevision")]
-    max_create_revision: i64,
+    pub(crate) max_create_revision: i64,
 }
 
 const SORT_ORDERS: &[&str] = &["NONE", "ASCEND", "DESCEND"];
@@ -168,15 +168,15 @@ const SORT_TARGETS: &[&str] = &["KEY", "VERSION", "CREATE", "MOD", "VALUE"];
 
 /// A range request checked and split into what the store does and what this layer
 /// does after it (descending order).
-struct RangePlan {
-    req: RangeRequest,
-    descend: bool,
+pub(crate) struct RangePlan {
+    pub(crate) req: RangeRequest,
+    pub(crate) descend: bool,
     limit: u64,
     serializable: bool,
 }
 
 impl RangeJson {
-    fn plan(self) -> Result<RangePlan, ApiError> {
+    pub(crate) fn plan(self) -> Result<RangePlan, ApiError> {
         if self.key.is_empty() {
             return Err(ApiError::BadRequest(
                 "etcdserver: key is not provided".into(),
@@ -233,7 +233,15 @@ pub struct RangeResponseJson {
     count: u64,
 }
 
-async fn run_range(s: &ApiState, plan: RangePlan) -> Result<RangeResponseJson, ApiError> {
+/// What a range answers, before it is encoded (JSON here, protobuf in `etcd_grpc`).
+pub(crate) struct RangeOutcome {
+    pub(crate) kvs: Vec<KeyValue>,
+    pub(crate) more: bool,
+    pub(crate) count: u64,
+    pub(crate) revision: u64,
+}
+
+pub(crate) async fn range_outcome(s: &ApiState, plan: RangePlan) -> Result<RangeOutcome, ApiError> {
     let consistency = if plan.serializable {
         Consistency::Serializable
     } else {
@@ -249,10 +257,20 @@ async fn run_range(s: &ApiState, plan: RangePlan) -> Result<RangeResponseJson, A
             more = true;
         }
     }
+    Ok(RangeOutcome {
+        kvs,
+        more,
+        count: r.count,
+        revision: r.revision,
+    })
+}
+
+async fn run_range(s: &ApiState, plan: RangePlan) -> Result<RangeResponseJson, ApiError> {
+    let r = range_outcome(s, plan).await?;
     Ok(RangeResponseJson {
         header: s.header(r.revision),
-        kvs: kvs.into_iter().map(Into::into).collect(),
-        more,
+        kvs: r.kvs.into_iter().map(Into::into).collect(),
+        more: r.more,
         count: r.count,
     })
 }
@@ -271,15 +289,15 @@ pub async fn range(
 #[serde(default)]
 pub struct DeleteRangeJson {
     #[serde(with = "b64")]
-    key: Vec<u8>,
+    pub(crate) key: Vec<u8>,
     #[serde(with = "b64", alias = "rangeEnd")]
-    range_end: Vec<u8>,
+    pub(crate) range_end: Vec<u8>,
     #[serde(alias = "prevKv")]
-    prev_kv: bool,
+    pub(crate) prev_kv: bool,
 }
 
 impl DeleteRangeJson {
-    fn into_request(self) -> Result<DeleteRangeRequest, ApiError> {
+    pub(crate) fn into_request(self) -> Result<DeleteRangeRequest, ApiError> {
         if self.key.is_empty() {
             return Err(ApiError::BadRequest(
                 "etcdserver: key is not provided".into(),
@@ -319,29 +337,29 @@ pub async fn delete_range(
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct CompareJson {
-    result: EnumValue,
-    target: EnumValue,
+    pub(crate) result: EnumValue,
+    pub(crate) target: EnumValue,
     #[serde(with = "b64")]
-    key: Vec<u8>,
+    pub(crate) key: Vec<u8>,
     #[serde(with = "b64", alias = "rangeEnd")]
-    range_end: Vec<u8>,
+    pub(crate) range_end: Vec<u8>,
     #[serde(deserialize_with = "de_u64")]
-    version: u64,
+    pub(crate) version: u64,
     #[serde(deserialize_with = "de_u64", alias = "createRevision")]
-    create_revision: u64,
+    pub(crate) create_revision: u64,
     #[serde(deserialize_with = "de_u64", alias = "modRevision")]
-    mod_revision: u64,
+    pub(crate) mod_revision: u64,
     #[serde(with = "b64")]
-    value: Vec<u8>,
+    pub(crate) value: Vec<u8>,
     #[serde(deserialize_with = "de_i64")]
-    lease: i64,
+    pub(crate) lease: i64,
 }
 
 const COMPARE_RESULTS: &[&str] = &["EQUAL", "GREATER", "LESS", "NOT_EQUAL"];
 const COMPARE_TARGETS: &[&str] = &["VERSION", "CREATE", "MOD", "VALUE", "LEASE"];
 
 impl CompareJson {
-    fn into_compare(self) -> Result<Compare, ApiError> {
+    pub(crate) fn into_compare(self) -> Result<Compare, ApiError> {
         let result = match self.result.resolve(COMPARE_RESULTS, "compare.result")? {
             0 => CompareResult::Equal,
             1 => CompareResult::Greater,
@@ -544,17 +562,26 @@ pub async fn lease_grant(
     State(s): State<ApiState>,
     JsonBody(req): JsonBody<LeaseGrantJson>,
 ) -> Result<Json<LeaseGrantResponseJson>, ApiError> {
-    if req.ttl <= 0 || req.id < 0 {
-        return Err(ApiError::BadRequest(
-            "TTL must be positive and ID not negative".into(),
-        ));
-    }
+    check_lease_grant(req.ttl, req.id)?;
     let (id, ttl) = s.store.lease_grant(req.id, req.ttl).await?;
     Ok(Json(LeaseGrantResponseJson {
         header: s.header(0),
         id,
         ttl,
     }))
+}
+
+/// A grant's TTL and requested id, checked as etcd does.
+pub(crate) fn check_lease_grant(ttl: i64, id: i64) -> Result<(), ApiError> {
+    if ttl > trireme_mvcc::MAX_LEASE_TTL {
+        return Err(ApiError::LeaseTtlTooLarge);
+    }
+    if ttl <= 0 || id < 0 {
+        return Err(ApiError::BadRequest(
+            "TTL must be positive and ID not negative".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize, Default)]
@@ -627,7 +654,7 @@ pub async fn status(State(s): State<ApiState>) -> Json<StatusResponseJson> {
 }
 
 /// Bytes under `dir`, recursively (0 when unreadable).
-fn dir_size(dir: &std::path::Path) -> u64 {
+pub(crate) fn dir_size(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -639,6 +666,37 @@ fn dir_size(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+// ---- leadership transfer ----
+
+/// How long a leadership transfer may take before the request fails (the transfer
+/// itself is dropped by raft-rs after an election timeout).
+pub(crate) const MOVE_LEADER_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct MoveLeaderJson {
+    #[serde(rename = "targetID", alias = "target_id", deserialize_with = "de_u64")]
+    target_id: u64,
+}
+
+/// `POST /v3/maintenance/transfer-leadership`: etcd's MoveLeader, sent to the leader.
+pub async fn move_leader(
+    State(s): State<ApiState>,
+    JsonBody(req): JsonBody<MoveLeaderJson>,
+) -> Result<Json<HeaderOnly>, ApiError> {
+    if req.target_id == 0 {
+        return Err(ApiError::BadRequest(
+            "etcdserver: targetID is required (the new leader's member id)".into(),
+        ));
+    }
+    s.store
+        .move_leader(req.target_id, MOVE_LEADER_WITHIN)
+        .await?;
+    Ok(Json(HeaderOnly {
+        header: s.header(0),
+    }))
 }
 
 // ---- hash ----
@@ -657,18 +715,36 @@ pub struct HashKvResponseJson {
 /// version, not only up to a revision as in etcd) with the revision it covers, so that
 /// replicas can be compared once they have applied the same index.
 pub async fn hash_kv(State(s): State<ApiState>) -> Result<Json<HashKvResponseJson>, ApiError> {
+    let h = consistent_hash(&s)?;
+    Ok(Json(HashKvResponseJson {
+        header: s.header(h.revision),
+        hash: h.hash,
+        compact_revision: h.compact_revision,
+        raft_applied_index: h.applied,
+    }))
+}
+
+/// A hash of this replica's MVCC state and what it covers.
+pub(crate) struct StateHash {
+    pub(crate) hash: u32,
+    pub(crate) revision: u64,
+    pub(crate) compact_revision: u64,
+    pub(crate) applied: u64,
+}
+
+pub(crate) fn consistent_hash(s: &ApiState) -> Result<StateHash, ApiError> {
     // Applied index first: if it is unchanged after hashing, the hash is of that index.
     for _ in 0..10 {
         let before = s.store.status().applied;
         let revision = s.store.revision();
         let hash = s.store.hash()?;
         if s.store.status().applied == before {
-            return Ok(Json(HashKvResponseJson {
-                header: s.header(revision),
+            return Ok(StateHash {
                 hash,
+                revision,
                 compact_revision: s.store.compact_revision(),
-                raft_applied_index: before,
-            }));
+                applied: before,
+            });
         }
     }
     Err(ApiError::Store(trireme_store::StoreError::Storage(

@@ -7,6 +7,8 @@
 //! ## Layout
 //! - [`app`]: the router. `serve`: the TLS/plain accept loop with its limits.
 //! - `health`: `/livez`, `/readyz`, `/version`.
+//! - `etcd_grpc`: etcd's v3 gRPC API (KV, Watch, Lease, Cluster, Maintenance) for
+//!   etcdctl and clientv3, on the same port (HTTP/2, `application/grpc`).
 //! - `etcd`: the etcd v3 JSON gateway (`/v3/kv/*`, `/v3/lease/*`,
 //!   `/v3/maintenance/status`, `/v3/maintenance/hashkv`); `etcd_watch`: `/v3/watch`;
 //!   `etcd_cluster`: the member API (`/v3/cluster/member/list|add|remove|promote`).
@@ -30,6 +32,7 @@ use trireme_store::KvStore;
 mod error;
 mod etcd;
 mod etcd_cluster;
+pub(crate) mod etcd_grpc;
 mod etcd_watch;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -40,6 +43,9 @@ mod serve;
 
 pub use error::ApiError;
 pub use etcd::ETCD_API_VERSION;
+/// etcd's v3 API messages and gRPC clients (`proto/etcd`), for Rust clients of a
+/// replica's API port.
+pub use etcd_grpc::pb as etcdpb;
 pub use serve::{serve, server_tls_config, ClientIdentity, ServeLimits};
 
 /// What every handler needs.
@@ -57,6 +63,13 @@ pub struct ApiState {
     pub zone: Option<Arc<str>>,
 }
 
+/// The etcd gRPC services alone, with watch progress notifications every
+/// `progress_interval` (the API port uses etcd's ten minutes). For tests.
+#[doc(hidden)]
+pub fn etcd_grpc_router(state: ApiState, progress_interval: std::time::Duration) -> Router {
+    etcd_grpc::routes(state, progress_interval)
+}
+
 /// The API router of one replica.
 pub fn app(state: ApiState) -> Router {
     let limit = state.max_request_bytes;
@@ -72,6 +85,10 @@ pub fn app(state: ApiState) -> Router {
         .route("/v3/lease/keepalive", post(etcd::lease_keep_alive))
         .route("/v3/maintenance/status", post(etcd::status))
         .route("/v3/maintenance/hashkv", post(etcd::hash_kv))
+        .route(
+            "/v3/maintenance/transfer-leadership",
+            post(etcd::move_leader),
+        )
         .route("/v3/watch", post(etcd_watch::watch))
         .route("/v3/cluster/member/list", post(etcd_cluster::member_list))
         .route("/v3/cluster/member/add", post(etcd_cluster::member_add))
@@ -92,5 +109,6 @@ pub fn app(state: ApiState) -> Router {
         .merge(etcd_gateway)
         .merge(kube::router())
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(etcd_grpc::routes(state, etcd_grpc::PROGRESS_INTERVAL))
 }

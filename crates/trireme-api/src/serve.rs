@@ -126,6 +126,15 @@ impl ClientIdentity {
         }
     }
 
+    /// Whether a request came through `serve` without a certificate of the cluster CA
+    /// on the TLS listener. Requests that did not come through `serve` (tests calling
+    /// the router) carry no identity and are not anonymous.
+    pub(crate) fn is_anonymous(extensions: &axum::http::Extensions) -> bool {
+        extensions
+            .get::<ClientIdentity>()
+            .is_some_and(|i| !i.is_authenticated())
+    }
+
     /// True when the request may use the authenticated APIs.
     pub fn is_authenticated(&self) -> bool {
         !matches!(self, ClientIdentity::Anonymous)
@@ -146,7 +155,13 @@ async fn serve_connection<IO>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // Pings find HTTP/2 clients that vanished without closing (a watch or keep-alive
+    // stream would otherwise hold its tasks and connection slot until TCP gives up).
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(HTTP2_KEEP_ALIVE_INTERVAL))
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
     let service = TowerToHyperService::new(tower::Layer::layer(&axum::Extension(identity), app));
     let io = FirstBytesDeadline::new(io, limits.header_read_timeout);
     if let Err(e) = builder
@@ -156,6 +171,9 @@ async fn serve_connection<IO>(
         tracing::debug!(%addr, "connection ended: {e}");
     }
 }
+
+const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The length of HTTP/2's connection preface: what hyper-util reads to tell HTTP/2
 /// from HTTP/1.1.

@@ -279,6 +279,21 @@ async fn lists_select_page_and_namespaces_cascade() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_timeout_past_what_a_clock_holds_is_no_timeout() {
+    let f = fixture().await;
+    ready(&f).await;
+    // u64::MAX seconds once overflowed the deadline and panicked the handler.
+    let req = Request::get(format!("{CMS}?watch=1&timeoutSeconds={}", u64::MAX))
+        .body(Body::empty())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), app(f.state.clone()).oneshot(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_from_a_compacted_revision_gets_410_expired_as_an_error_event() {
     let f = fixture().await;
     ready(&f).await;

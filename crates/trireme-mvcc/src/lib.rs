@@ -56,6 +56,11 @@ mod view;
 mod tests;
 
 pub use error::{CommandError, ReadError, SnapshotError, StorageError, MAX_TXN_OPS};
+
+/// The longest lease TTL a client may ask for, in seconds (etcd's `MaxLeaseTTL`, about
+/// 285 years). Checked by the API, not at apply: entries already in logs apply as
+/// they did when they were written.
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 pub use store::{ClusterRecord, Store};
 pub use types::{
     prefix_end, AppliedState, ApplyEntry, ApplyResult, ClusterWrite, Command, CommandResult,

@@ -6,6 +6,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// `now + ttl`, or a year from now when that is past what `Instant` holds: a TTL that
+/// long was refused when granted (`MAX_LEASE_TTL`), but logs and snapshots written
+/// before that check may still carry one.
+fn deadline(now: Instant, ttl: Duration) -> Instant {
+    now.checked_add(ttl)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 #[derive(Default)]
 pub struct Lessor {
     inner: Mutex<Inner>,
@@ -27,7 +36,7 @@ impl Lessor {
     /// A grant or keep-alive applied at `now`: the lease lives `ttl` from now.
     pub fn renew(&self, id: i64, ttl_seconds: i64, now: Instant) {
         let ttl = Duration::from_secs(ttl_seconds.max(1) as u64);
-        self.lock().leases.insert(id, (ttl, now + ttl));
+        self.lock().leases.insert(id, (ttl, deadline(now, ttl)));
     }
 
     pub fn remove(&self, id: i64) {
@@ -44,7 +53,7 @@ impl Lessor {
         inner.revoking.clear();
         for (id, ttl_seconds) in leases {
             let ttl = Duration::from_secs(ttl_seconds.max(1) as u64);
-            inner.leases.insert(id, (ttl, now + ttl));
+            inner.leases.insert(id, (ttl, deadline(now, ttl)));
         }
     }
 
@@ -97,6 +106,17 @@ mod tests {
         assert_eq!(l.take_expired(later), vec![1]);
         l.remove(1);
         assert_eq!(l.take_expired(later + Duration::from_secs(10)), vec![2]);
+    }
+
+    #[test]
+    fn a_ttl_past_what_instant_holds_does_not_panic() {
+        let l = Lessor::default();
+        let t0 = Instant::now();
+        l.renew(1, i64::MAX, t0);
+        l.reset([(2, i64::MAX)], t0);
+        l.renew(3, i64::MAX, t0);
+        assert!(l.take_expired(t0 + Duration::from_secs(3600)).is_empty());
+        assert!(l.remaining(3, t0).is_some());
     }
 
     #[test]

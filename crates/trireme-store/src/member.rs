@@ -75,6 +75,15 @@ pub enum MemberError {
     /// A replica published attributes while not a member (not yet added, or removed).
     #[error("member {0:x} is not in the cluster")]
     NotMember(u64),
+    /// A leadership transfer asked of a replica that is not the leader.
+    #[error("this replica is not the leader")]
+    NotLeader,
+    /// A leadership transfer to a replica that cannot lead (a learner, or not a member).
+    #[error("{0:x} is not a voting member and cannot become the leader")]
+    BadTransferee(u64),
+    /// The target did not take over within the bound.
+    #[error("leader transfer to {0:x} took too long")]
+    TransferTimeout(u64),
 }
 
 /// The cluster-record key of member `id`.

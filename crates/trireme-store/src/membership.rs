@@ -161,6 +161,38 @@ impl KvStore {
         self.members_local()
     }
 
+    /// Hands leadership to voter `to`, as etcd's `MoveLeader`: asked of the leader,
+    /// which stops taking proposals, brings `to` up to date and tells it to campaign at
+    /// once. Returns when `to` leads (this replica's view), or `TransferTimeout` after
+    /// `within` (raft-rs gives up on its own after an election timeout and this leader
+    /// takes proposals again).
+    pub async fn move_leader(&self, to: u64, within: Duration) -> Result<(), StoreError> {
+        let status = self.node().status();
+        if status.role != trireme_raft::Role::Leader {
+            return Err(MemberError::NotLeader.into());
+        }
+        if to == status.id {
+            return Ok(());
+        }
+        if !status.voters.contains(&to) {
+            // A learner or not a member (etcd: "bad leader transferee").
+            return Err(MemberError::BadTransferee(to).into());
+        }
+        // Asked once, as etcd does: while a transfer is pending the leader drops
+        // proposals, and raft-rs gives it up after an election timeout.
+        self.node().transfer_leader(to);
+        let deadline = Instant::now() + within;
+        loop {
+            if self.node().status().leader_id == to {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(MemberError::TransferTimeout(to).into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Publishes this replica's own attributes if the applied table differs. Returns
     /// whether it proposed anything; `MemberError::NotMember` while this replica is
     /// not (yet, or any more) a member.

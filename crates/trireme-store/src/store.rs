@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use trireme_mvcc::{
-    Command, CommandResult, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    Command, CommandResult, DeleteRangeRequest, DeleteRangeResponse, LeaseInfo, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use trireme_raft::{NodeConfig, NodeHandle, NodeStatus, RaftRuntime, Role, StartError, Transport};
 
@@ -233,6 +233,30 @@ impl KvStore {
     /// Seconds left on a lease as this replica's lessor sees it.
     pub fn lease_time_to_live(&self, id: i64) -> Option<Duration> {
         self.lessor.remaining(id, Instant::now())
+    }
+
+    /// A lease with its granted TTL and attached keys (None: no such lease).
+    pub async fn lease(
+        &self,
+        id: i64,
+        consistency: Consistency,
+    ) -> Result<Option<LeaseInfo>, StoreError> {
+        if consistency == Consistency::Linearizable {
+            self.node.read_index().await?;
+        }
+        current(&self.store)
+            .lease(id)
+            .map_err(|e| StoreError::Storage(e.to_string()))
+    }
+
+    /// Every lease, in id order.
+    pub async fn leases(&self, consistency: Consistency) -> Result<Vec<LeaseInfo>, StoreError> {
+        if consistency == Consistency::Linearizable {
+            self.node.read_index().await?;
+        }
+        current(&self.store)
+            .leases()
+            .map_err(|e| StoreError::Storage(e.to_string()))
     }
 
     pub async fn range(

@@ -3,6 +3,7 @@
 //! history from its next revision whenever the store revision moves, so catching up
 //! and following are the same code and a gap cannot open between them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -22,6 +23,8 @@ pub struct Watcher {
     prev_kv: bool,
     /// The next revision this watcher delivers.
     next: u64,
+    /// See [`Watcher::progress`].
+    progress: Arc<AtomicU64>,
 }
 
 impl Watcher {
@@ -33,8 +36,9 @@ impl Watcher {
         start_revision: u64,
         prev_kv: bool,
     ) -> Self {
+        let now = current(&store).revision();
         let next = if start_revision == 0 {
-            current(&store).revision() + 1
+            now + 1
         } else {
             start_revision
         };
@@ -45,7 +49,17 @@ impl Watcher {
             range_end,
             prev_kv,
             next,
+            progress: Arc::new(AtomicU64::new((next - 1).min(now))),
         }
+    }
+
+    /// The revision up to which this watcher has nothing more to report: every event
+    /// of its range up to it was returned by an earlier [`Watcher::next`] (one its
+    /// caller finished with, since it called `next` again) or does not exist. Never
+    /// above the store's revision. Readable from other tasks while `next` waits, for
+    /// progress notifications.
+    pub fn progress(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.progress)
     }
 
     /// The revision of the next event this watcher will deliver.
@@ -61,6 +75,12 @@ impl Watcher {
             // lands after the read wakes `changed()` below.
             let _ = self.revision.borrow_and_update();
             let store: Arc<_> = current(&self.store);
+            // The read below covers at least this revision.
+            let upto = store.revision();
+            // The caller is done with what the last call returned (capped: a start in
+            // the future is not progress).
+            self.progress
+                .fetch_max(self.next.saturating_sub(1).min(upto), Ordering::AcqRel);
             let mut events = store.events(
                 self.next,
                 &self.key,
@@ -83,6 +103,9 @@ impl Watcher {
                 self.next = last.kv.mod_revision + 1;
                 return Ok(events);
             }
+            // Nothing in the range up to `upto`: the next read starts after it.
+            self.next = self.next.max(upto + 1);
+            self.progress.fetch_max(upto, Ordering::AcqRel);
             if self.revision.changed().await.is_err() {
                 return Err(StoreError::Storage("the replica stopped".into()));
             }

@@ -319,6 +319,63 @@ async fn a_watch_from_a_revision_sees_every_later_event_once_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_reports_progress_only_up_to_what_it_has_returned() {
+    use std::sync::atomic::Ordering;
+    let c = Cluster::start(10_000);
+    let leader = c.leader(&[1, 2, 3]).await;
+    put_retrying(c.s(leader), "other/0", "0").await;
+    let node = (1..=3).find(|i| *i != leader).unwrap();
+    wait_for(Duration::from_secs(10), || {
+        (c.s(node).revision() == c.s(leader).revision()).then_some(())
+    })
+    .await;
+    let now = c.s(node).revision();
+    let mut w = c.s(node).watch(b"q/".to_vec(), b"q0".to_vec(), 0, false);
+    let progress = w.progress();
+    assert_eq!(progress.load(Ordering::Acquire), now);
+    // A start in the future never claims more than the store has.
+    let mut future = c
+        .s(node)
+        .watch(b"q/".to_vec(), b"q0".to_vec(), now + 100, false);
+    assert_eq!(future.progress().load(Ordering::Acquire), now);
+    let _ = tokio::time::timeout(Duration::from_millis(100), future.next()).await;
+    assert!(future.progress().load(Ordering::Acquire) <= c.s(node).revision());
+    let historical = c.s(node).watch(b"q/".to_vec(), b"q0".to_vec(), 1, false);
+    assert_eq!(historical.progress().load(Ordering::Acquire), 0);
+
+    // Writes elsewhere move a quiet watch's progress along.
+    let mut last = 0;
+    for i in 0..5 {
+        last = put_retrying(c.s(leader), &format!("other/{i}"), "x").await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while progress.load(Ordering::Acquire) < last {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "progress stays behind"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), w.next())
+                .await
+                .is_err(),
+            "no event of the watched range"
+        );
+    }
+    assert_eq!(progress.load(Ordering::Acquire), last);
+
+    // An event returned is covered only once the caller asks for more.
+    let rev = put_retrying(c.s(leader), "q/a", "1").await;
+    let got = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("the event arrives")
+        .unwrap();
+    assert_eq!(got[0].kv.mod_revision, rev);
+    assert!(progress.load(Ordering::Acquire) < rev);
+    let _ = tokio::time::timeout(Duration::from_millis(100), w.next()).await;
+    assert!(progress.load(Ordering::Acquire) >= rev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_replica_keeps_every_acknowledged_write_and_rejoins() {
     let mut c = Cluster::start(10_000);
     let leader = c.leader(&[1, 2, 3]).await;

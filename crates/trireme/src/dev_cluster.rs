@@ -220,6 +220,15 @@ async fn supervise(args: &DevClusterArgs, replicas: &mut [Replica]) -> anyhow::R
         p = pki.display(),
         e = endpoints[0]
     );
+    println!(
+        "  ETCDCTL_API=3 etcdctl --endpoints={e} --cacert {p}/ca.crt --cert {p}/admin.crt --key {p}/admin.key get foo",
+        p = pki.display(),
+        e = endpoints.join(",")
+    );
+    println!(
+        "  kubectl --kubeconfig {} get namespaces",
+        kubeconfig.display()
+    );
     println!("Ctrl-C stops the cluster.");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {

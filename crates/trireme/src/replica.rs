@@ -361,19 +361,16 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
     );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut status = store.node().subscribe();
-    let mut removal = store.node().subscribe();
     let mut removed = None;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        // (The `Ref` a `wait_for` returns holds the status lock: drop it before the
-        // arm runs, or the Raft thread's next status update would wait on this task.)
-        _ = async { status.wait_for(|s| s.stopped).await.map(|_| ()) } => {
-            let why = store.status().failed.unwrap_or_else(|| "stopped".into());
-            anyhow::bail!("the raft node stopped: {why}");
-        }
-        _ = async { removal.wait_for(|s| s.removed).await.map(|_| ()) } => {
+        end = node_end(store.node().subscribe()) => match end {
+            NodeEnd::Stopped => {
+                let why = store.status().failed.unwrap_or_else(|| "stopped".into());
+                anyhow::bail!("the raft node stopped: {why}");
+            }
+            NodeEnd::Removed => {
             tracing::error!("this replica was removed from the cluster: shutting down");
             // The removal may have come through this replica's own API: let that
             // answer (and others in flight) go out before the API stops.
@@ -384,7 +381,8 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
                 dir: cfg.data_dir.display().to_string(),
                 peer_url: cfg.peer_advertise.clone(),
             });
-        }
+            }
+        },
     }
     // 1. No new API requests.
     let _ = stop_tx.send(true);
@@ -400,6 +398,32 @@ async fn run(cfg: ReplicaConfig, tls: Tls) -> anyhow::Result<()> {
     match removed {
         Some(r) => Err(r.into()),
         None => Ok(()),
+    }
+}
+
+/// How the node's life ended, from its status.
+#[derive(Debug, PartialEq, Eq)]
+enum NodeEnd {
+    /// It stopped (on a failure, or its status is gone with it).
+    Stopped,
+    /// It learned that it is not a member any more, and did not fail.
+    Removed,
+}
+
+/// Waits until the node stops or learns it was removed. Only a removal the status
+/// says is one counts: the status sender goes away when the node stops, and taking
+/// that for a removal told an operator to wipe the data dir of a replica that had
+/// only failed (a full disk).
+async fn node_end(mut status: watch::Receiver<trireme_raft::NodeStatus>) -> NodeEnd {
+    // The `Ref` that `wait_for` returns holds the status lock: it is dropped within
+    // this statement, or the Raft thread's next status update would wait on this task.
+    let seen = status
+        .wait_for(|s| s.stopped || s.removed)
+        .await
+        .map(|s| s.removed && s.failed.is_none());
+    match seen {
+        Ok(true) => NodeEnd::Removed,
+        Ok(false) | Err(_) => NodeEnd::Stopped,
     }
 }
 
@@ -427,4 +451,44 @@ async fn hand_over_leadership(store: &KvStore) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::warn!("leadership transfer did not complete in time");
+}
+
+#[cfg(test)]
+mod node_end_tests {
+    use super::*;
+    use trireme_raft::NodeStatus;
+
+    #[tokio::test]
+    async fn a_node_that_failed_is_never_reported_removed() {
+        // The node publishes `stopped` with its failure, then drops its sender; both
+        // are done before the waiter looks, as when the Raft thread outruns it.
+        for _ in 0..200 {
+            let (tx, rx) = watch::channel(NodeStatus::default());
+            tx.send_modify(|s| {
+                s.failed = Some("raft log I/O: No space left on device".into());
+                s.stopped = true;
+            });
+            drop(tx);
+            assert_eq!(node_end(rx).await, NodeEnd::Stopped);
+        }
+        let (tx, rx) = watch::channel(NodeStatus::default());
+        drop(tx);
+        assert_eq!(node_end(rx).await, NodeEnd::Stopped, "status gone");
+        let (tx, rx) = watch::channel(NodeStatus::default());
+        tx.send_modify(|s| {
+            s.removed = true;
+            s.failed = Some("disk".into());
+            s.stopped = true;
+        });
+        assert_eq!(node_end(rx).await, NodeEnd::Stopped, "failed after removal");
+    }
+
+    #[tokio::test]
+    async fn a_removal_is_reported_as_one() {
+        let (tx, rx) = watch::channel(NodeStatus::default());
+        let waiter = tokio::spawn(node_end(rx));
+        tx.send_modify(|s| s.removed = true);
+        assert_eq!(waiter.await.expect("the waiter ends"), NodeEnd::Removed);
+        drop(tx);
+    }
 }

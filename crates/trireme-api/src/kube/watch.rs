@@ -89,7 +89,8 @@ pub async fn watch(
     timeout: Option<Duration>,
     as_table: bool,
 ) -> Result<Response, KubeError> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout past what `Instant` holds is no deadline.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut initial = Vec::new();
     let start = match opts.resource_version.as_deref() {
         None | Some("") | Some("0") => {
