@@ -383,3 +383,120 @@ async fn creates_need_a_live_namespace() {
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert_status(&v, 403, "Forbidden");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_options_preconditions_and_propagation() {
+    let f = fixture().await;
+    ready(&f).await;
+    let (_, made) = json_call(&f, "POST", CMS, Some(cm("owner"))).await;
+    let uid = made["metadata"]["uid"].as_str().unwrap().to_string();
+    // A uid precondition that does not match: 409, and nothing happens.
+    let (s, v) = json_call(
+        &f,
+        "DELETE",
+        &format!("{CMS}/owner"),
+        Some(json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "not-it"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_status(&v, 409, "Conflict");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("Precondition failed: UID in precondition: not-it"),
+        "{v}"
+    );
+    // Bad options: 422, and nothing happens.
+    for bad in [
+        json!({"propagationPolicy": "Sideways"}),
+        json!({"propagationPolicy": "Orphan", "orphanDependents": true}),
+        json!({"orphanDependents": "yes"}),
+        json!({"preconditions": {"uid": 7}}),
+    ] {
+        let (s, v) = json_call(&f, "DELETE", &format!("{CMS}/owner"), Some(bad.clone())).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad} -> {v}");
+        assert_status(&v, 422, "Invalid");
+    }
+    let (s, v) = json_call(
+        &f,
+        "DELETE",
+        &format!("{CMS}/owner?propagationPolicy=Up"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(
+        json_call(&f, "GET", &format!("{CMS}/owner"), None).await.0,
+        StatusCode::OK
+    );
+    // Orphan (with the right uid): the object is marked, with the finalizer the
+    // garbage collector removes once the dependents are orphaned.
+    let (s, v) = json_call(
+        &f,
+        "DELETE",
+        &format!("{CMS}/owner"),
+        Some(json!({"propagationPolicy": "Orphan", "preconditions": {"uid": uid}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["metadata"]["finalizers"], json!(["orphan"]), "{v}");
+    assert!(v["metadata"]["deletionTimestamp"].is_string(), "{v}");
+    // Asking again for the foreground adds that finalizer too; asking for the same
+    // policy again changes nothing.
+    let (_, again) = json_call(
+        &f,
+        "DELETE",
+        &format!("{CMS}/owner?propagationPolicy=Orphan"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        v["metadata"]["resourceVersion"]
+    );
+    let (_, fg) = json_call(
+        &f,
+        "DELETE",
+        &format!("{CMS}/owner"),
+        Some(json!({"propagationPolicy": "Foreground"})),
+    )
+    .await;
+    assert_eq!(
+        fg["metadata"]["finalizers"],
+        json!(["orphan", "foregroundDeletion"]),
+        "{fg}"
+    );
+    assert_eq!(
+        fg["metadata"]["deletionTimestamp"],
+        v["metadata"]["deletionTimestamp"]
+    );
+    // Removing the finalizers deletes it.
+    let (s, _) = call(
+        &f,
+        "PATCH",
+        &format!("{CMS}/owner"),
+        Some(json!({"metadata": {"finalizers": []}})),
+        "application/merge-patch+json",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        json_call(&f, "GET", &format!("{CMS}/owner"), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Background (kubectl's default) and no body delete at once.
+    json_call(&f, "POST", CMS, Some(cm("bg"))).await;
+    let (s, _) = json_call(
+        &f,
+        "DELETE",
+        &format!("{CMS}/bg"),
+        Some(json!({"propagationPolicy": "Background"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        json_call(&f, "GET", &format!("{CMS}/bg"), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}

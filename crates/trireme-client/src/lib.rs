@@ -12,6 +12,8 @@
 //! - Objects as `serde_json::Value`: get, list, server-side [`Table`]s, create,
 //!   merge-patch, [`Client::apply`], delete, and [`Watch`] (typed events, resumed
 //!   from the last resourceVersion when a stream breaks).
+//! - [`leader`]: leader election on a Lease (client-go's algorithm), for
+//!   `trireme controller`.
 //! - Errors: a server `Status` is [`Error::Api`] with reason, code and message.
 //! - [`Client::member_status`] / [`Client::ready`]: one replica's Raft status
 //!   (`/v3/maintenance/status`) and `/readyz`, for `trireme ctl status`.
@@ -22,6 +24,7 @@
 mod discovery;
 mod error;
 mod kubeconfig;
+pub mod leader;
 mod manifest;
 mod members;
 mod watch;
@@ -424,37 +427,41 @@ impl Client {
         self.json(&Req::new(Method::GET, path)).await
     }
 
-    /// Discovery, fetched once per client: `/api/v1`, then `/apis` and each group's
-    /// preferred version.
+    /// Discovery, fetched once per client (see [`Client::fetch_discovery`]).
     pub async fn discovery(&self) -> Result<&Discovery> {
         self.inner
             .discovery
-            .get_or_try_init(|| async {
-                let mut lists = vec![self.get_json("/api/v1").await?];
-                let groups = self.get_json("/apis").await?;
-                for g in groups
-                    .get("groups")
-                    .and_then(Value::as_array)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                {
-                    let gv = g
-                        .get("preferredVersion")
-                        .and_then(|p| p.get("groupVersion"))
-                        .and_then(Value::as_str)
-                        .or_else(|| {
-                            g.get("versions")
-                                .and_then(|v| v.get(0))
-                                .and_then(|v| v.get("groupVersion"))
-                                .and_then(Value::as_str)
-                        });
-                    if let Some(gv) = gv {
-                        lists.push(self.get_json(&format!("/apis/{gv}")).await?);
-                    }
-                }
-                Discovery::from_lists(&lists)
-            })
+            .get_or_try_init(|| self.fetch_discovery())
             .await
+    }
+
+    /// Discovery as the server has it now (not cached): `/api/v1`, then `/apis` and
+    /// each group's preferred version. Kinds of CustomResourceDefinitions appear as
+    /// soon as their definition is stored.
+    pub async fn fetch_discovery(&self) -> Result<Discovery> {
+        let mut lists = vec![self.get_json("/api/v1").await?];
+        let groups = self.get_json("/apis").await?;
+        for g in groups
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let gv = g
+                .get("preferredVersion")
+                .and_then(|p| p.get("groupVersion"))
+                .and_then(Value::as_str)
+                .or_else(|| {
+                    g.get("versions")
+                        .and_then(|v| v.get(0))
+                        .and_then(|v| v.get("groupVersion"))
+                        .and_then(Value::as_str)
+                });
+            if let Some(gv) = gv {
+                lists.push(self.get_json(&format!("/apis/{gv}")).await?);
+            }
+        }
+        Discovery::from_lists(&lists)
     }
 
     /// Resolves a resource name, short name or kind through discovery.
@@ -549,6 +556,21 @@ impl Client {
         self.json(&req).await
     }
 
+    /// PUT: replaces the object. With `metadata.resourceVersion` set, the server
+    /// answers 409 Conflict unless the object is still at that version.
+    pub async fn replace(
+        &self,
+        res: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        obj: &Value,
+    ) -> Result<Value> {
+        let path = res.path(Some(namespace.unwrap_or("default")), Some(name));
+        let mut req = Req::new(Method::PUT, &path);
+        req.body = Some(("application/json", obj.to_string().into_bytes()));
+        self.json(&req).await
+    }
+
     /// DELETE one object; returns what the server answered (the deleted object).
     pub async fn delete(
         &self,
@@ -558,6 +580,22 @@ impl Client {
     ) -> Result<Value> {
         let path = res.path(Some(namespace.unwrap_or("default")), Some(name));
         self.json(&Req::new(Method::DELETE, &path)).await
+    }
+
+    /// DELETE one object with a `DeleteOptions` body (`propagationPolicy`,
+    /// `preconditions`); returns the deleted object, or the object marked for deletion
+    /// while finalizers remain.
+    pub async fn delete_with(
+        &self,
+        res: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        options: &Value,
+    ) -> Result<Value> {
+        let path = res.path(Some(namespace.unwrap_or("default")), Some(name));
+        let mut req = Req::new(Method::DELETE, &path);
+        req.body = Some(("application/json", options.to_string().into_bytes()));
+        self.json(&req).await
     }
 
     /// Creates the object if absent, else merge-patches it with the manifest (fields

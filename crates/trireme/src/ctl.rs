@@ -134,7 +134,7 @@ pub fn main(args: CtlArgs) -> ExitCode {
     }
 }
 
-fn kubeconfig_path(flag: Option<PathBuf>) -> PathBuf {
+pub(crate) fn kubeconfig_path(flag: Option<PathBuf>) -> PathBuf {
     if let Some(p) = flag {
         return p;
     }

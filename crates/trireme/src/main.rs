@@ -1,5 +1,6 @@
 //! `trireme`: the one binary. `replica` runs a replica daemon, `certs init` issues the
-//! cluster's certificates, `dev-cluster` runs a local cluster in one command.
+//! cluster's certificates, `dev-cluster` runs a local cluster in one command,
+//! `controller` runs the leader-elected controllers.
 //!
 //! Exit codes: 0 success; 2 bad usage, bad configuration, missing or invalid
 //! certificate, or a data directory of another cluster; 3 (`replica`) the replica was
@@ -24,6 +25,7 @@ mod certs;
 mod chaos;
 mod client;
 mod config;
+mod controller;
 mod ctl;
 mod dev_cluster;
 mod members;
@@ -67,6 +69,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// A kubectl-style client: get, apply, delete, watch, and the replicas' status.
     Ctl(ctl::CtlArgs),
+    /// The cluster's controllers (the garbage collector), active in one process at a
+    /// time: the holder of a Lease; the others stand by.
+    Controller(controller::ControllerArgs),
 }
 
 #[derive(Subcommand)]
@@ -176,6 +181,7 @@ fn main() -> ExitCode {
         }
         Cmd::Bench(args) => bench::main(args),
         Cmd::Ctl(args) => ctl::main(args),
+        Cmd::Controller(args) => controller::main(args),
         Cmd::Chaos(args) => {
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

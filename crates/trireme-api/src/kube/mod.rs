@@ -32,7 +32,7 @@ use serde_json::{json, Map, Value};
 
 use crate::ApiState;
 pub use compact::{compact_once, run_compactor, CompactorState, COMPACT_REV_KEY};
-use objects::{ListOptions, Objects};
+use objects::{DeleteOptions, ListOptions, Objects};
 use resources::{Registry, Resource};
 pub use status::KubeError;
 
@@ -191,6 +191,16 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value>, K
     }
 }
 
+/// A DELETE's body (a `DeleteOptions` object, or nothing) and query.
+fn delete_options(body: &[u8], q: &HashMap<String, String>) -> Result<DeleteOptions, KubeError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(json_object(body)?)
+    };
+    DeleteOptions::parse(body.as_ref(), q)
+}
+
 fn list_options(q: &HashMap<String, String>) -> Result<ListOptions, KubeError> {
     Ok(ListOptions {
         labels: select::LabelSelector::parse(
@@ -317,28 +327,24 @@ async fn dispatch(s: ApiState, req: Request) -> Result<Response, KubeError> {
         }
         (&Method::PATCH, Some(name)) => patch(&objects, res, ns, &name, headers, &body).await,
         (&Method::DELETE, Some(name)) => {
-            let precondition = if body.is_empty() {
-                None
-            } else {
-                let opts = json_object(&body)?;
-                opts.get("preconditions")
-                    .and_then(|p| p.get("resourceVersion"))
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            };
-            let obj = objects
-                .delete(res, ns, &name, precondition.as_deref())
-                .await?;
+            let opts = delete_options(&body, &q)?;
+            let obj = objects.delete(res, ns, &name, &opts).await?;
             Ok(Json(obj).into_response())
         }
         (&Method::DELETE, None) => {
+            // A collection's preconditions would name no one object: only the
+            // propagation applies.
+            let delete = DeleteOptions {
+                propagation: delete_options(&body, &q)?.propagation,
+                ..DeleteOptions::default()
+            };
             let opts = list_options(&q)?;
             let listed = objects.list(res, ns, &opts).await?;
             let mut deleted = Vec::new();
             for obj in listed.items {
                 let name = meta::meta_str(&obj, "name").unwrap_or("").to_string();
                 let obj_ns = meta::meta_str(&obj, "namespace").map(String::from);
-                match objects.delete(res, obj_ns.as_deref(), &name, None).await {
+                match objects.delete(res, obj_ns.as_deref(), &name, &delete).await {
                     Ok(o) => deleted.push(o),
                     Err(e) if e.reason == "NotFound" => {}
                     Err(e) => return Err(e),

@@ -2,6 +2,9 @@
 //! kube-apiserver's semantics (optimistic concurrency on `resourceVersion` = the key's
 //! mod revision; create and update as compare-and-swap transactions).
 
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 use trireme_mvcc::{
     prefix_end, Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, PutRequest,
@@ -495,14 +498,16 @@ impl Objects<'_> {
         Err(KubeError::conflict(res.plural, res.group, name))
     }
 
-    /// Deletes at once, or marks for deletion while finalizers remain. Deleting a
-    /// namespace deletes every object in it in the same transaction.
+    /// Deletes at once, or marks for deletion while finalizers remain. An `Orphan` or
+    /// `Foreground` propagation adds its finalizer first (the garbage collector of
+    /// `trireme controller` orphans or deletes the dependents, then removes it).
+    /// Deleting a namespace deletes every object in it in the same transaction.
     pub async fn delete(
         &self,
         res: &Resource,
         ns: Option<&str>,
         name: &str,
-        precondition_rv: Option<&str>,
+        opts: &DeleteOptions,
     ) -> Result<Map<String, Value>, KubeError> {
         let key = res.key(ns, name);
         for _ in 0..UPDATE_RETRIES {
@@ -510,22 +515,55 @@ impl Objects<'_> {
                 .read_key(&key)
                 .await?
                 .ok_or_else(|| KubeError::not_found(res.plural, res.group, name))?;
-            if precondition_rv.is_some_and(|rv| rv != kv.mod_revision.to_string()) {
+            if opts
+                .precondition_rv
+                .as_ref()
+                .is_some_and(|rv| *rv != kv.mod_revision.to_string())
+            {
                 return Err(KubeError::conflict(res.plural, res.group, name));
             }
             let mut obj = decode(res, &kv, kv.mod_revision)?;
-            let has_finalizers = obj
+            if let Some(want) = &opts.precondition_uid {
+                let uid = meta_str(&obj, "uid").unwrap_or("");
+                if uid != want {
+                    return Err(KubeError::new(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        format!(
+                            "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {want}, UID in object meta: {uid}",
+                            res.plural
+                        ),
+                    ));
+                }
+            }
+            let mut finalizers: Vec<Value> = obj
                 .get("metadata")
                 .and_then(|m| m.get("finalizers"))
                 .and_then(Value::as_array)
-                .is_some_and(|f| !f.is_empty());
-            let txn = if has_finalizers {
-                if meta_str(&obj, "deletionTimestamp").is_some() {
+                .cloned()
+                .unwrap_or_default();
+            let policy_finalizer = opts
+                .propagation
+                .finalizer()
+                .filter(|_| res.plural != "namespaces");
+            let adds = policy_finalizer.filter(|f| !finalizers.iter().any(|x| x == f));
+            if let Some(f) = adds {
+                finalizers.push(json!(f));
+            }
+            // Finalizers left: the object is only marked; it goes when the last one is
+            // removed (`update`).
+            let pending = !finalizers.is_empty();
+            let txn = if pending {
+                let deleting = meta_str(&obj, "deletionTimestamp").is_some();
+                if deleting && adds.is_none() {
                     return Ok(obj);
                 }
                 let m = metadata_mut(&mut obj);
-                m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
-                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                m.insert("finalizers".into(), Value::Array(finalizers));
+                if !deleting {
+                    m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
+                    m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                }
                 TxnRequest {
                     compare: vec![mod_revision_is(&key, kv.mod_revision)],
                     success: vec![put_op(&key, &obj)],
@@ -560,13 +598,13 @@ impl Objects<'_> {
             };
             let r = self.store.txn(txn).await?;
             if r.succeeded {
-                if has_finalizers {
+                if pending {
                     metadata_mut(&mut obj)
                         .insert("resourceVersion".into(), json!(r.revision.to_string()));
                 }
                 return Ok(obj);
             }
-            if precondition_rv.is_some() {
+            if opts.precondition_rv.is_some() {
                 return Err(KubeError::conflict(res.plural, res.group, name));
             }
         }
@@ -580,6 +618,119 @@ impl Objects<'_> {
             Err(e) if e.reason == "AlreadyExists" => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// What happens to an object's dependents (its `ownerReferences` point at it) when it
+/// is deleted: Kubernetes' `propagationPolicy`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// The object goes now; the garbage collector deletes the dependents after.
+    #[default]
+    Background,
+    /// The dependents are deleted first; the object stays, marked, until they are gone.
+    Foreground,
+    /// The dependents lose their reference to the object and stay.
+    Orphan,
+}
+
+/// The finalizer the garbage collector removes once it has deleted the dependents.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// The finalizer the garbage collector removes once it has orphaned the dependents.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+
+impl Propagation {
+    fn finalizer(self) -> Option<&'static str> {
+        match self {
+            Propagation::Background => None,
+            Propagation::Foreground => Some(FOREGROUND_FINALIZER),
+            Propagation::Orphan => Some(ORPHAN_FINALIZER),
+        }
+    }
+}
+
+/// A DELETE's options: the body's `DeleteOptions` and the query's
+/// `propagationPolicy` / `orphanDependents` (the body wins where both are set).
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOptions {
+    pub precondition_rv: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub propagation: Propagation,
+}
+
+impl DeleteOptions {
+    pub fn parse(
+        body: Option<&Map<String, Value>>,
+        query: &HashMap<String, String>,
+    ) -> Result<DeleteOptions, KubeError> {
+        let invalid = |field: &str, value: &str, why: &str| {
+            KubeError::invalid("DeleteOptions", "", field, value, why)
+        };
+        let field = |name: &str| body.and_then(|b| b.get(name)).filter(|v| !v.is_null());
+        let policy = match field("propagationPolicy") {
+            Some(Value::String(p)) => Some(p.clone()),
+            Some(v) => {
+                return Err(invalid(
+                    "propagationPolicy",
+                    &v.to_string(),
+                    "must be a string",
+                ))
+            }
+            None => query.get("propagationPolicy").cloned(),
+        };
+        let orphan = match field("orphanDependents") {
+            Some(Value::Bool(b)) => Some(*b),
+            Some(v) => {
+                return Err(invalid(
+                    "orphanDependents",
+                    &v.to_string(),
+                    "must be a boolean",
+                ))
+            }
+            None => match query.get("orphanDependents").map(String::as_str) {
+                None => None,
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                Some(v) => return Err(invalid("orphanDependents", v, "must be true or false")),
+            },
+        };
+        let propagation = match (policy.as_deref(), orphan) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "propagationPolicy",
+                    policy.as_deref().unwrap_or(""),
+                    "orphanDependents and deletionPropagation cannot be both set",
+                ))
+            }
+            (None, None) | (Some("Background"), None) | (None, Some(false)) => {
+                Propagation::Background
+            }
+            (Some("Foreground"), None) => Propagation::Foreground,
+            (Some("Orphan"), None) | (None, Some(true)) => Propagation::Orphan,
+            (Some(p), None) => {
+                return Err(invalid(
+                    "propagationPolicy",
+                    p,
+                    "supported values: \"Foreground\", \"Background\", \"Orphan\"",
+                ))
+            }
+        };
+        let precondition = |name: &str| -> Result<Option<String>, KubeError> {
+            match field("preconditions").and_then(|p| p.get(name)) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(v)) => Ok(Some(v.clone())),
+                Some(v) => Err(invalid(
+                    &format!("preconditions.{name}"),
+                    &v.to_string(),
+                    "must be a string",
+                )),
+            }
+        };
+        Ok(DeleteOptions {
+            precondition_rv: precondition("resourceVersion")?,
+            precondition_uid: precondition("uid")?,
+            propagation,
+        })
     }
 }
 

@@ -80,18 +80,21 @@ fn parse_nemeses(s: &str) -> Result<NemesisList, String> {
     Nemesis::parse_list(s).map(NemesisList)
 }
 
-/// `90s`, `30m`, `1h`, or plain seconds.
+/// `500ms`, `90s`, `30m`, `1h`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("invalid duration {s:?}: use s, m or h")),
+    let scale = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("invalid duration {s:?}: use ms, s, m or h")),
     };
-    Ok(Duration::from_secs(secs))
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 /// The outcome of a run.

@@ -1,0 +1,813 @@
+//! The garbage collector, as kube-controller-manager's: objects whose owners are gone
+//! are deleted, and deletions that asked for it orphan or delete dependents first.
+//!
+//! - **The graph.** One informer per kind that discovery lists (CustomResourceDefinition
+//!   kinds included; discovery is read again every [`DISCOVERY_EVERY`]): a list, then a
+//!   watch from the list's resourceVersion, again from a fresh list when the watch
+//!   fails. Each object is a node keyed by uid, with its `ownerReferences`.
+//! - **The plan** ([`plan`], pure): a dependent none of whose owners exist is deleted
+//!   (in the background, or in the foreground when an owner waits in foreground
+//!   deletion); references to owners that are gone are dropped while another owner
+//!   stays; references to an owner deleted with `propagationPolicy: Orphan` are
+//!   dropped; an owner's `orphan` finalizer is removed once no dependent refers to it,
+//!   its `foregroundDeletion` finalizer once no dependent with `blockOwnerDeletion`
+//!   refers to it. The API server then deletes the owner.
+//! - **Acting.** An owner the graph does not hold is looked up before anything is
+//!   done on its account (the graph may lag: an owner created a moment ago); only a
+//!   404, or an object of that name with another uid, counts as gone. Deletes carry the
+//!   dependent's uid as a precondition; updates carry its resourceVersion. A refused
+//!   write is planned again on the next pass. Nothing is written unless this process
+//!   holds the leadership at that moment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use trireme_client::leader::Leadership;
+use trireme_client::{ApiResource, Client, Discovery, WatchParams};
+
+/// The finalizers of `propagationPolicy: Orphan` and `Foreground`.
+pub const ORPHAN: &str = "orphan";
+pub const FOREGROUND: &str = "foregroundDeletion";
+
+/// How often discovery is read again for new (or removed) kinds.
+const DISCOVERY_EVERY: Duration = Duration::from_secs(10);
+/// A full pass even without events (a refused write is tried again by then).
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
+/// The pause before a pass that follows one whose writes were refused.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Events that arrive together are handled in one pass.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// One owner reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRef {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+    pub block_owner_deletion: bool,
+}
+
+/// What the collector knows of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: Arc<ApiResource>,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: String,
+    pub owners: Vec<OwnerRef>,
+    pub deleting: bool,
+    pub finalizers: Vec<String>,
+}
+
+impl Node {
+    /// None for an object without name or uid (nothing can be done with it).
+    pub fn from_object(kind: &Arc<ApiResource>, obj: &Value) -> Option<Node> {
+        let meta = obj.get("metadata")?;
+        let s = |f: &str| meta.get(f).and_then(Value::as_str);
+        let owners = meta
+            .get("ownerReferences")
+            .and_then(Value::as_array)
+            .map(|refs| {
+                refs.iter()
+                    .filter_map(|r| {
+                        let f = |k: &str| r.get(k).and_then(Value::as_str).map(String::from);
+                        Some(OwnerRef {
+                            api_version: f("apiVersion")?,
+                            kind: f("kind")?,
+                            name: f("name")?,
+                            uid: f("uid")?,
+                            block_owner_deletion: r
+                                .get("blockOwnerDeletion")
+                                .and_then(Value::as_bool)
+                                .unwrap_or(false),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Node {
+            kind: kind.clone(),
+            namespace: s("namespace").map(String::from),
+            name: s("name")?.to_string(),
+            uid: s("uid").filter(|u| !u.is_empty())?.to_string(),
+            owners,
+            deleting: s("deletionTimestamp").is_some(),
+            finalizers: meta
+                .get("finalizers")
+                .and_then(Value::as_array)
+                .map(|f| {
+                    f.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    fn has_finalizer(&self, f: &str) -> bool {
+        self.finalizers.iter().any(|x| x == f)
+    }
+
+    fn describe(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} {ns}/{}", self.kind.kind, self.name),
+            None => format!("{} {}", self.kind.kind, self.name),
+        }
+    }
+}
+
+/// Every object of the watched kinds, by uid.
+#[derive(Debug, Default)]
+pub struct Graph {
+    nodes: HashMap<String, Node>,
+}
+
+fn kind_key(kind: &ApiResource) -> String {
+    format!("{}/{}", kind.api_version(), kind.plural)
+}
+
+impl Graph {
+    pub fn upsert(&mut self, node: Node) {
+        self.nodes.insert(node.uid.clone(), node);
+    }
+
+    pub fn remove(&mut self, uid: &str) {
+        self.nodes.remove(uid);
+    }
+
+    /// The kind's nodes become exactly `nodes` (after a list).
+    pub fn replace_kind(&mut self, kind: &ApiResource, nodes: Vec<Node>) {
+        self.drop_kind(kind);
+        for n in nodes {
+            self.upsert(n);
+        }
+    }
+
+    pub fn drop_kind(&mut self, kind: &ApiResource) {
+        let key = kind_key(kind);
+        self.nodes.retain(|_, n| kind_key(&n.kind) != key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+/// One write the collector wants, with the owners to confirm gone first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// None of the dependent's owners remains: delete it (in the foreground when an
+    /// owner waits for its dependents).
+    Delete {
+        node: Node,
+        foreground: bool,
+        confirm_gone: Vec<OwnerRef>,
+    },
+    /// Drop these owner references (owners gone while another stays, or owners that
+    /// orphan their dependents).
+    DropRefs {
+        node: Node,
+        uids: Vec<String>,
+        confirm_gone: Vec<OwnerRef>,
+    },
+    /// The owner's dependents are dealt with: remove the finalizer.
+    RemoveFinalizer { node: Node, finalizer: &'static str },
+}
+
+/// How an owner reference stands in the graph.
+enum OwnerState {
+    /// Not in the graph: gone, unless a lookup finds it (the graph may lag).
+    Absent,
+    Orphaning,
+    WaitingForDependents,
+    Present,
+}
+
+fn owner_state(graph: &Graph, r: &OwnerRef) -> OwnerState {
+    match graph.nodes.get(&r.uid) {
+        None => OwnerState::Absent,
+        Some(o) if o.deleting && o.has_finalizer(ORPHAN) => OwnerState::Orphaning,
+        Some(o) if o.deleting && o.has_finalizer(FOREGROUND) => OwnerState::WaitingForDependents,
+        Some(_) => OwnerState::Present,
+    }
+}
+
+/// The writes that bring the graph to what its owner references ask for. Sorted, so
+/// that a pass is repeatable.
+pub fn plan(graph: &Graph) -> Vec<Action> {
+    let mut actions = Vec::new();
+    // owner uid -> (any dependent, any dependent that blocks the owner's deletion)
+    let mut referred: HashMap<&str, (bool, bool)> = HashMap::new();
+    let mut nodes: Vec<&Node> = graph.nodes.values().collect();
+    nodes.sort_by(|a, b| a.uid.cmp(&b.uid));
+    for node in &nodes {
+        if node.owners.is_empty() {
+            continue;
+        }
+        for r in &node.owners {
+            let e = referred.entry(r.uid.as_str()).or_default();
+            e.0 = true;
+            e.1 |= r.block_owner_deletion;
+        }
+        let (mut absent, mut orphaning, mut waiting, mut present) = (vec![], vec![], vec![], 0);
+        for r in &node.owners {
+            match owner_state(graph, r) {
+                OwnerState::Absent => absent.push(r.clone()),
+                OwnerState::Orphaning => orphaning.push(r.uid.clone()),
+                OwnerState::WaitingForDependents => waiting.push(r.uid.clone()),
+                OwnerState::Present => present += 1,
+            }
+        }
+        if !orphaning.is_empty() {
+            actions.push(Action::DropRefs {
+                node: (*node).clone(),
+                uids: orphaning,
+                confirm_gone: vec![],
+            });
+        } else if present == 0 && !node.deleting {
+            actions.push(Action::Delete {
+                node: (*node).clone(),
+                foreground: !waiting.is_empty(),
+                confirm_gone: absent,
+            });
+        } else if present > 0 && !(absent.is_empty() && waiting.is_empty()) {
+            // Another owner stays: the dependent lives on without the references
+            // to owners that are gone or wait for their dependents.
+            let mut uids: Vec<String> = absent.iter().map(|r| r.uid.clone()).collect();
+            uids.extend(waiting);
+            actions.push(Action::DropRefs {
+                node: (*node).clone(),
+                uids,
+                confirm_gone: absent,
+            });
+        }
+    }
+    for node in &nodes {
+        if !node.deleting {
+            continue;
+        }
+        let (any, blocking) = referred.get(node.uid.as_str()).copied().unwrap_or_default();
+        if node.has_finalizer(ORPHAN) && !any {
+            actions.push(Action::RemoveFinalizer {
+                node: (*node).clone(),
+                finalizer: ORPHAN,
+            });
+        }
+        if node.has_finalizer(FOREGROUND) && !blocking && !node.has_finalizer(ORPHAN) {
+            actions.push(Action::RemoveFinalizer {
+                node: (*node).clone(),
+                finalizer: FOREGROUND,
+            });
+        }
+    }
+    actions
+}
+
+/// The shared state of the informers and the collector's loop.
+struct Shared {
+    graph: Mutex<Graph>,
+    changed: Notify,
+}
+
+impl Shared {
+    fn graph(&self) -> MutexGuard<'_, Graph> {
+        // A poisoned lock only means an informer panicked mid-update; the graph is
+        // rebuilt by its next list.
+        self.graph.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the collector until leadership is lost. Returns only then.
+pub async fn run(client: Client, leadership: Leadership) {
+    let shared = Arc::new(Shared {
+        graph: Mutex::new(Graph::default()),
+        changed: Notify::new(),
+    });
+    let mut informers: HashMap<String, (JoinHandle<()>, tokio::sync::watch::Receiver<bool>)> =
+        HashMap::new();
+    let mut discovery = Discovery::default();
+    let mut next_discovery = tokio::time::Instant::now();
+    let mut retry = false;
+    let mut was_synced = false;
+    tracing::info!("garbage collector started");
+    loop {
+        if tokio::time::Instant::now() >= next_discovery {
+            match client.fetch_discovery().await {
+                Ok(d) => {
+                    discovery = d;
+                    sync_informers(&client, &shared, &discovery, &mut informers);
+                }
+                Err(e) => tracing::warn!(error = %e, "discovery failed; trying again"),
+            }
+            next_discovery = tokio::time::Instant::now() + DISCOVERY_EVERY;
+        }
+        // Act only on a graph every informer has listed once.
+        let synced = !informers.is_empty() && informers.values().all(|(_, s)| *s.borrow());
+        if synced && !was_synced {
+            tracing::info!(
+                kinds = informers.len(),
+                objects = shared.graph().len(),
+                "garbage collector: every kind listed"
+            );
+        }
+        was_synced |= synced;
+        if synced && leadership.is_held() {
+            let actions = plan(&shared.graph());
+            retry = false;
+            for action in actions {
+                if !leadership.is_held() {
+                    break;
+                }
+                match act(&client, &discovery, &action).await {
+                    Ok(true) => {}
+                    Ok(false) => retry = true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, ?action, "garbage collector write failed");
+                        retry = true;
+                    }
+                }
+            }
+        }
+        let wait = if retry || !synced {
+            RETRY_AFTER
+        } else {
+            RESYNC_EVERY
+        };
+        let wait = wait.min(next_discovery.saturating_duration_since(tokio::time::Instant::now()));
+        tokio::select! {
+            _ = leadership.lost() => break,
+            _ = shared.changed.notified() => tokio::time::sleep(SETTLE).await,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    for (_, (task, _)) in informers {
+        task.abort();
+    }
+    tracing::info!("garbage collector stopped");
+}
+
+/// Starts an informer per new kind, stops those of kinds discovery no longer lists.
+fn sync_informers(
+    client: &Client,
+    shared: &Arc<Shared>,
+    discovery: &Discovery,
+    informers: &mut HashMap<String, (JoinHandle<()>, tokio::sync::watch::Receiver<bool>)>,
+) {
+    let kinds: HashMap<String, &ApiResource> = discovery
+        .resources
+        .iter()
+        .map(|r| (kind_key(r), r))
+        .collect();
+    informers.retain(|key, (task, _)| {
+        let keep = kinds.contains_key(key);
+        if !keep {
+            task.abort();
+            if let Some((group_version, plural)) = key.rsplit_once('/') {
+                let mut g = shared.graph();
+                g.nodes.retain(|_, n| {
+                    n.kind.api_version() != group_version || n.kind.plural != plural
+                });
+            }
+            tracing::info!(kind = %key, "no longer served; its informer stopped");
+        }
+        keep
+    });
+    for (key, kind) in kinds {
+        if informers.contains_key(&key) {
+            continue;
+        }
+        let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(inform(
+            client.clone(),
+            shared.clone(),
+            Arc::new(kind.clone()),
+            synced_tx,
+        ));
+        informers.insert(key, (task, synced_rx));
+    }
+}
+
+/// List, then watch, one kind into the graph; list again when the watch fails.
+async fn inform(
+    client: Client,
+    shared: Arc<Shared>,
+    kind: Arc<ApiResource>,
+    synced: tokio::sync::watch::Sender<bool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let listed = match client
+            .list(&kind, None, &trireme_client::ListParams::default())
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(kind = %kind.plural, error = %e, "list failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let nodes = listed
+            .get("items")
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|o| Node::from_object(&kind, o))
+                    .collect()
+            })
+            .unwrap_or_default();
+        shared.graph().replace_kind(&kind, nodes);
+        synced.send_replace(true);
+        shared.changed.notify_one();
+        let rv = listed
+            .get("metadata")
+            .and_then(|m| m.get("resourceVersion"))
+            .and_then(Value::as_str)
+            .map(String::from);
+        let params = WatchParams {
+            resource_version: rv,
+            ..WatchParams::default()
+        };
+        let mut watch = match client.watch(&kind, None, params).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!(kind = %kind.plural, error = %e, "watch failed");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        loop {
+            match watch.next().await {
+                Ok(Some(ev)) => {
+                    let node = Node::from_object(&kind, &ev.object);
+                    let mut g = shared.graph();
+                    match (ev.kind, node) {
+                        (trireme_client::EventType::Deleted, Some(n)) => g.remove(&n.uid),
+                        (trireme_client::EventType::Bookmark, _) | (_, None) => continue,
+                        (_, Some(n)) => g.upsert(n),
+                    }
+                    drop(g);
+                    shared.changed.notify_one();
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // 410 Expired after a compaction, or the cluster unreachable for
+                    // long: start again from a list.
+                    tracing::debug!(kind = %kind.plural, error = %e, "watch ended");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Where an owner reference points: its kind, and the namespace to look in.
+fn owner_kind<'a>(
+    discovery: &'a Discovery,
+    dependent: &Node,
+    r: &OwnerRef,
+) -> Option<(&'a ApiResource, Option<String>)> {
+    let kind = discovery.resolve_kind(&r.api_version, &r.kind).ok()?;
+    if kind.namespaced {
+        // A namespaced owner is in the dependent's namespace; a cluster-scoped
+        // dependent cannot have one (the reference is invalid and left alone).
+        Some((kind, Some(dependent.namespace.clone()?)))
+    } else {
+        Some((kind, None))
+    }
+}
+
+/// True when the owner is confirmed gone: a 404, or its name taken by another uid.
+async fn confirmed_gone(
+    client: &Client,
+    discovery: &Discovery,
+    dependent: &Node,
+    r: &OwnerRef,
+) -> trireme_client::Result<bool> {
+    let Some((kind, ns)) = owner_kind(discovery, dependent, r) else {
+        return Ok(false);
+    };
+    match client.get(kind, ns.as_deref(), &r.name).await {
+        Err(e) if e.is_not_found() => Ok(true),
+        Err(e) => Err(e),
+        Ok(o) => Ok(o
+            .get("metadata")
+            .and_then(|m| m.get("uid"))
+            .and_then(Value::as_str)
+            != Some(r.uid.as_str())),
+    }
+}
+
+/// Does one action. `Ok(false)`: not done now (an owner still there, a refused
+/// precondition); the next pass plans it again from fresher state.
+async fn act(
+    client: &Client,
+    discovery: &Discovery,
+    action: &Action,
+) -> trireme_client::Result<bool> {
+    match action {
+        Action::Delete {
+            node,
+            foreground,
+            confirm_gone,
+        } => {
+            for r in confirm_gone {
+                if !confirmed_gone(client, discovery, node, r).await? {
+                    return Ok(false);
+                }
+            }
+            let policy = if *foreground {
+                "Foreground"
+            } else {
+                "Background"
+            };
+            let opts = json!({
+                "kind": "DeleteOptions",
+                "apiVersion": "v1",
+                "propagationPolicy": policy,
+                "preconditions": {"uid": node.uid},
+            });
+            match client
+                .delete_with(&node.kind, node.namespace.as_deref(), &node.name, &opts)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(object = %node.describe(), policy, "deleted: its owners are gone");
+                    Ok(true)
+                }
+                Err(e) if e.is_not_found() => Ok(true),
+                Err(e) if is_conflict(&e) => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+        Action::DropRefs {
+            node,
+            uids,
+            confirm_gone,
+        } => {
+            for r in confirm_gone {
+                if !confirmed_gone(client, discovery, node, r).await? {
+                    return Ok(false);
+                }
+            }
+            let dropped = update_live(client, node, |meta| {
+                let Some(Value::Array(refs)) = meta.get_mut("ownerReferences") else {
+                    return false;
+                };
+                let before = refs.len();
+                refs.retain(|r| {
+                    !r.get("uid")
+                        .and_then(Value::as_str)
+                        .is_some_and(|u| uids.iter().any(|x| x == u))
+                });
+                let changed = refs.len() != before;
+                if refs.is_empty() {
+                    meta.remove("ownerReferences");
+                }
+                changed
+            })
+            .await?;
+            if dropped {
+                tracing::info!(object = %node.describe(), owners = ?uids, "owner references dropped");
+            }
+            Ok(dropped)
+        }
+        Action::RemoveFinalizer { node, finalizer } => {
+            let removed = update_live(client, node, |meta| {
+                let Some(Value::Array(f)) = meta.get_mut("finalizers") else {
+                    return false;
+                };
+                let before = f.len();
+                f.retain(|x| x.as_str() != Some(*finalizer));
+                f.len() != before
+            })
+            .await?;
+            if removed {
+                tracing::info!(object = %node.describe(), finalizer, "finalizer removed: dependents handled");
+            }
+            Ok(removed)
+        }
+    }
+}
+
+/// Reads the object, changes its metadata with `change` and writes it back at the
+/// version read. False when it is gone, has another uid, `change` changed nothing, or
+/// the write lost a race.
+async fn update_live(
+    client: &Client,
+    node: &Node,
+    change: impl FnOnce(&mut serde_json::Map<String, Value>) -> bool,
+) -> trireme_client::Result<bool> {
+    let ns = node.namespace.as_deref();
+    let mut obj = match client.get(&node.kind, ns, &node.name).await {
+        Ok(o) => o,
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return Ok(false);
+    };
+    if meta.get("uid").and_then(Value::as_str) != Some(node.uid.as_str()) || !change(meta) {
+        return Ok(false);
+    }
+    match client.replace(&node.kind, ns, &node.name, &obj).await {
+        Ok(_) => Ok(true),
+        // Deleted meanwhile (the last finalizer of a marked object).
+        Err(e) if e.is_not_found() => Ok(true),
+        Err(e) if is_conflict(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_conflict(e: &trireme_client::Error) -> bool {
+    e.status().is_some_and(|s| s.code == 409)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn kind(k: &str, plural: &str) -> Arc<ApiResource> {
+        Arc::new(ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            kind: k.into(),
+            plural: plural.into(),
+            singular: k.to_ascii_lowercase(),
+            short_names: vec![],
+            namespaced: true,
+        })
+    }
+
+    fn node(uid: &str, owners: &[(&str, bool)]) -> Node {
+        Node {
+            kind: kind("ConfigMap", "configmaps"),
+            namespace: Some("default".into()),
+            name: format!("n-{uid}"),
+            uid: uid.into(),
+            owners: owners
+                .iter()
+                .map(|(o, block)| OwnerRef {
+                    api_version: "v1".into(),
+                    kind: "ConfigMap".into(),
+                    name: format!("n-{o}"),
+                    uid: (*o).into(),
+                    block_owner_deletion: *block,
+                })
+                .collect(),
+            deleting: false,
+            finalizers: vec![],
+        }
+    }
+
+    fn deleting(mut n: Node, finalizer: &str) -> Node {
+        n.deleting = true;
+        n.finalizers.push(finalizer.into());
+        n
+    }
+
+    fn graph(nodes: Vec<Node>) -> Graph {
+        let mut g = Graph::default();
+        for n in nodes {
+            g.upsert(n);
+        }
+        g
+    }
+
+    fn summary(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Delete {
+                    node,
+                    foreground,
+                    confirm_gone,
+                } => format!(
+                    "delete {} fg={foreground} confirm={:?}",
+                    node.uid,
+                    confirm_gone.iter().map(|r| &r.uid).collect::<Vec<_>>()
+                ),
+                Action::DropRefs {
+                    node,
+                    uids,
+                    confirm_gone,
+                } => format!("drop {} {uids:?} confirm={}", node.uid, confirm_gone.len()),
+                Action::RemoveFinalizer { node, finalizer } => {
+                    format!("unfinalize {} {finalizer}", node.uid)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dependent_whose_owners_are_all_gone_is_deleted_after_a_lookup() {
+        let g = graph(vec![node("d", &[("gone1", false), ("gone2", false)])]);
+        assert_eq!(
+            summary(&plan(&g)),
+            ["delete d fg=false confirm=[\"gone1\", \"gone2\"]"]
+        );
+    }
+
+    #[test]
+    fn a_dependent_with_one_owner_left_only_loses_the_gone_reference() {
+        let g = graph(vec![
+            node("o", &[]),
+            node("d", &[("o", false), ("gone", false)]),
+        ]);
+        assert_eq!(summary(&plan(&g)), ["drop d [\"gone\"] confirm=1"]);
+        let healthy = graph(vec![node("o", &[]), node("d", &[("o", true)])]);
+        assert!(plan(&healthy).is_empty());
+    }
+
+    #[test]
+    fn an_orphaning_owner_loses_its_references_then_its_finalizer() {
+        let g = graph(vec![
+            deleting(node("o", &[]), ORPHAN),
+            node("d", &[("o", true)]),
+        ]);
+        assert_eq!(summary(&plan(&g)), ["drop d [\"o\"] confirm=0"]);
+        let done = graph(vec![deleting(node("o", &[]), ORPHAN), node("d", &[])]);
+        assert_eq!(summary(&plan(&done)), ["unfinalize o orphan"]);
+    }
+
+    #[test]
+    fn a_foreground_deletion_deletes_dependents_first_and_waits_for_blocking_ones() {
+        let g = graph(vec![
+            deleting(node("o", &[]), FOREGROUND),
+            node("blocks", &[("o", true)]),
+            node("free", &[("o", false)]),
+        ]);
+        assert_eq!(
+            summary(&plan(&g)),
+            [
+                "delete blocks fg=true confirm=[]",
+                "delete free fg=true confirm=[]"
+            ]
+        );
+        // A blocking dependent still there (being deleted itself, in the foreground)
+        // holds the owner; its own finalizer goes first, as it has no dependents.
+        let going = deleting(node("blocks", &[("o", true)]), FOREGROUND);
+        let g = graph(vec![deleting(node("o", &[]), FOREGROUND), going]);
+        assert_eq!(summary(&plan(&g)), ["unfinalize blocks foregroundDeletion"]);
+        // Only a non-blocking dependent left: the owner may go.
+        let g = graph(vec![
+            deleting(node("o", &[]), FOREGROUND),
+            deleting(node("free", &[("o", false)]), "example.com/other"),
+        ]);
+        assert_eq!(summary(&plan(&g)), ["unfinalize o foregroundDeletion"]);
+    }
+
+    #[test]
+    fn a_dependent_with_another_owner_lets_a_foreground_owner_go() {
+        let g = graph(vec![
+            node("keep", &[]),
+            deleting(node("o", &[]), FOREGROUND),
+            node("d", &[("keep", false), ("o", true)]),
+        ]);
+        assert_eq!(summary(&plan(&g)), ["drop d [\"o\"] confirm=0"]);
+    }
+
+    #[test]
+    fn objects_being_deleted_are_not_deleted_again_and_others_finalizers_are_left() {
+        let g = graph(vec![
+            deleting(node("d", &[("gone", false)]), "example.com/mine"),
+            deleting(node("x", &[]), "example.com/mine"),
+        ]);
+        assert!(plan(&g).is_empty());
+    }
+
+    #[test]
+    fn nodes_come_from_objects_and_kinds_are_replaced_whole() {
+        let cm = kind("ConfigMap", "configmaps");
+        let obj = json!({"metadata": {
+            "name": "a", "namespace": "ns", "uid": "u1",
+            "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["orphan"],
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Secret", "name": "s", "uid": "u0", "blockOwnerDeletion": true},
+                {"apiVersion": "v1", "kind": "Secret"}
+            ]
+        }});
+        let n = Node::from_object(&cm, &obj).unwrap();
+        assert_eq!(
+            n.owners.len(),
+            1,
+            "a reference without name or uid is skipped"
+        );
+        assert!(n.owners[0].block_owner_deletion && n.deleting && n.has_finalizer(ORPHAN));
+        assert!(Node::from_object(&cm, &json!({"metadata": {"name": "x"}})).is_none());
+        let mut g = graph(vec![n, node("other-kind", &[])]);
+        g.nodes.get_mut("other-kind").unwrap().kind = kind("Secret", "secrets");
+        g.replace_kind(&cm, vec![]);
+        assert_eq!(g.len(), 1);
+    }
+}
