@@ -136,7 +136,7 @@ done
 
 # ---- Trireme ----
 log "starting Trireme (3 replicas, dev-cluster)"
-"$B" dev-cluster --dir "$WORK/trireme" --base-port "$TR_BASE" --insecure-http \
+"$B" dev-cluster --dir "$WORK/trireme" --base-port "$TR_BASE" --insecure-http --no-controller \
     >"$WORK/dev-cluster.log" 2>&1 &
 DC_PID=$!
 PIDS+=("$DC_PID")

@@ -6,6 +6,8 @@
 //! replica i (1-based) serves its API on 127.0.0.1:P+i-1, its peer port on
 //! 127.0.0.1:P+100+i-1 and, with `--insecure-http`, plain HTTP on 127.0.0.1:P+200+i-1;
 //! `D/replica-i.toml`, `D/kubeconfig`, `D/pki/`, `D/data/replica-i/`, `D/replica-i.log`.
+//! Once there is a leader, one `trireme controller` runs too (log `D/controller.log`;
+//! started again if it exits, as a supervisor would), unless `--no-controller`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,6 +34,10 @@ pub struct DevClusterArgs {
     /// Also serve plain HTTP on BASE+200+i-1 (local benchmarks).
     #[arg(long)]
     pub insecure_http: bool,
+    /// Do not run `trireme controller` beside the replicas (benchmarks; or to run
+    /// controllers yourself).
+    #[arg(long)]
+    pub no_controller: bool,
 }
 
 pub fn replica_name(i: u16) -> String {
@@ -167,12 +173,70 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
             .with_context(|| format!("start {name}"))?;
         replicas.push(Replica { name, child, log });
     }
-    let result = supervise(&args, &mut replicas).await;
+    let mut controller = None;
+    let result = supervise(&args, &exe, &mut replicas, &mut controller).await;
+    // The controller first, while the replicas can still take its Lease release.
+    stop_all(controller.as_mut_slice());
     stop_all(&mut replicas);
     result
 }
 
-async fn supervise(args: &DevClusterArgs, replicas: &mut [Replica]) -> anyhow::Result<()> {
+/// `trireme controller` against every replica, logging to `D/controller.log`.
+fn spawn_controller(
+    args: &DevClusterArgs,
+    exe: &Path,
+    endpoints: &[String],
+) -> anyhow::Result<Replica> {
+    let log = args.dir.join("controller.log");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
+    let child = Command::new(exe)
+        .arg("controller")
+        .arg("--kubeconfig")
+        .arg(args.dir.join("kubeconfig"))
+        .arg("--endpoints")
+        .arg(endpoints.join(","))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("start the controller")?;
+    Ok(Replica {
+        name: "controller".into(),
+        child,
+        log,
+    })
+}
+
+/// Starts the controller again if it exited (it exits when it loses its Lease, e.g.
+/// while a majority of replicas is down).
+fn keep_controller(
+    args: &DevClusterArgs,
+    exe: &Path,
+    endpoints: &[String],
+    controller: &mut Option<Replica>,
+) -> anyhow::Result<()> {
+    if let Some(c) = controller {
+        let Some(status) = c.child.try_wait()? else {
+            return Ok(());
+        };
+        eprintln!(
+            "controller exited ({status}); starting it again (log {})",
+            c.log.display()
+        );
+    }
+    *controller = Some(spawn_controller(args, exe, endpoints)?);
+    Ok(())
+}
+
+async fn supervise(
+    args: &DevClusterArgs,
+    exe: &Path,
+    replicas: &mut [Replica],
+    controller: &mut Option<Replica>,
+) -> anyhow::Result<()> {
     let client = Client::from_pki(&args.dir.join("pki"))?;
     let endpoints: Vec<String> = (1..=args.replicas)
         .map(|i| format!("https://127.0.0.1:{}", args.base_port + i - 1))
@@ -212,6 +276,13 @@ async fn supervise(args: &DevClusterArgs, replicas: &mut [Replica]) -> anyhow::R
     }
     let kubeconfig = args.dir.join("kubeconfig");
     println!("kubeconfig: {}", kubeconfig.display());
+    if !args.no_controller {
+        keep_controller(args, exe, &endpoints, controller)?;
+        println!(
+            "controller: trireme controller (garbage collector), log {}",
+            args.dir.join("controller.log").display()
+        );
+    }
     println!("configs, logs and data: {}", args.dir.display());
     let pki = args.dir.join("pki");
     println!("try:");
@@ -235,7 +306,12 @@ async fn supervise(args: &DevClusterArgs, replicas: &mut [Replica]) -> anyhow::R
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = term.recv() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => check_children(replicas)?,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                check_children(replicas)?;
+                if !args.no_controller {
+                    keep_controller(args, exe, &endpoints, controller)?;
+                }
+            }
         }
     }
 }

@@ -541,7 +541,12 @@ async fn act(
                 .await
             {
                 Ok(_) => {
-                    tracing::info!(object = %node.describe(), policy, "deleted: its owners are gone");
+                    let why = if *foreground {
+                        "its owner waits for its dependents (foreground deletion)"
+                    } else {
+                        "its owners are gone"
+                    };
+                    tracing::info!(object = %node.describe(), policy, "deleted: {why}");
                     Ok(true)
                 }
                 Err(e) if e.is_not_found() => Ok(true),
