@@ -2,7 +2,8 @@
 //! Lease and runs the garbage collector, the others stand by; kubectl's
 //! `--cascade=background|orphan|foreground` do what they do on Kubernetes; a SIGKILLed
 //! holder is replaced after the lease duration, a SIGTERMed one hands over at once, and
-//! one that was paused past its renew deadline exits instead of acting.
+//! one that was paused past its renew deadline exits when it resumes. The Lease's
+//! transitions count exactly those handovers (no flapping).
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/mod.rs"]
@@ -38,9 +39,9 @@ impl Controllers {
             .arg(&self.kubeconfig)
             .args(["--endpoints", &self.endpoints])
             .args(["--identity", &format!("c{i}")])
-            .args(["--leader-elect-lease-duration", "4s"])
-            .args(["--leader-elect-renew-deadline", "3s"])
-            .args(["--leader-elect-retry-period", "500ms"])
+            .args(["--leader-elect-lease-duration", "6s"])
+            .args(["--leader-elect-renew-deadline", "4s"])
+            .args(["--leader-elect-retry-period", "1s"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -368,6 +369,8 @@ async fn controllers_elect_one_and_collect_garbage() {
         "{}",
         ctl.log(third_i)
     );
-    assert_eq!(holder(&client, &leases).await.unwrap().0, fourth);
+    let (last, transitions) = holder(&client, &leases).await.unwrap();
+    assert_eq!(last, fourth);
+    assert_eq!(transitions, 3, "one transition per handover caused here");
     drop(c);
 }

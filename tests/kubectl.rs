@@ -245,6 +245,30 @@ async fn kubectl_works_against_any_replica() {
         assert!(text.contains(event), "{event:?} in\n{text}");
     }
 
+    // Server-side dry runs store nothing: diff shows a change (exit 1) and leaves the
+    // object as it was; a dry-run delete leaves it too.
+    let before = k.json(&r1, &["get", "cm", "cfg", "-n", "demo"]);
+    let changed = CM.replace("a: \"1\"", "a: \"changed\"");
+    let out = k.run(&r2, &["diff", "-f", "-"], Some(&changed));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("changed"));
+    k.ok(
+        &r2,
+        &["delete", "cm", "cfg", "-n", "demo", "--dry-run=server"],
+        None,
+    );
+    let after = k.json(&r3, &["get", "cm", "cfg", "-n", "demo"]);
+    assert_eq!(
+        after["metadata"]["resourceVersion"],
+        before["metadata"]["resourceVersion"]
+    );
+    assert_eq!(after["data"], before["data"]);
+
     // delete, then NotFound.
     k.ok(&r1, &["delete", "cm", "cfg", "-n", "demo"], None);
     let out = k.run(&r3, &["get", "cm", "cfg", "-n", "demo"], None);

@@ -388,115 +388,140 @@ async fn creates_need_a_live_namespace() {
 async fn delete_options_preconditions_and_propagation() {
     let f = fixture().await;
     ready(&f).await;
+    let owner = format!("{CMS}/owner");
     let (_, made) = json_call(&f, "POST", CMS, Some(cm("owner"))).await;
     let uid = made["metadata"]["uid"].as_str().unwrap().to_string();
     // A uid precondition that does not match: 409, and nothing happens.
-    let (s, v) = json_call(
-        &f,
-        "DELETE",
-        &format!("{CMS}/owner"),
-        Some(json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "not-it"}})),
-    )
-    .await;
+    let opts =
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "not-it"}});
+    let (s, v) = json_call(&f, "DELETE", &owner, Some(opts)).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert_status(&v, 409, "Conflict");
+    let m = v["message"].as_str().unwrap();
     assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .contains("Precondition failed: UID in precondition: not-it"),
+        m.contains("Precondition failed: UID in precondition: not-it"),
         "{v}"
     );
-    // Bad options: 422, and nothing happens.
+    // Bad options: 422 for bad values, 400 for bad types; nothing happens.
     for bad in [
         json!({"propagationPolicy": "Sideways"}),
         json!({"propagationPolicy": "Orphan", "orphanDependents": true}),
-        json!({"orphanDependents": "yes"}),
-        json!({"preconditions": {"uid": 7}}),
     ] {
-        let (s, v) = json_call(&f, "DELETE", &format!("{CMS}/owner"), Some(bad.clone())).await;
+        let (s, v) = json_call(&f, "DELETE", &owner, Some(bad.clone())).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad} -> {v}");
         assert_status(&v, 422, "Invalid");
     }
-    let (s, v) = json_call(
-        &f,
-        "DELETE",
-        &format!("{CMS}/owner?propagationPolicy=Up"),
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    for bad in [
+        json!({"orphanDependents": "yes"}),
+        json!({"preconditions": {"uid": 7}}),
+        json!({"preconditions": "uid"}),
+    ] {
+        let (s, v) = json_call(&f, "DELETE", &owner, Some(bad.clone())).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad} -> {v}");
+        assert_status(&v, 400, "BadRequest");
+    }
+    let up = format!("{owner}?propagationPolicy=Up");
     assert_eq!(
-        json_call(&f, "GET", &format!("{CMS}/owner"), None).await.0,
-        StatusCode::OK
+        json_call(&f, "DELETE", &up, None).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
     );
+    assert_eq!(json_call(&f, "GET", &owner, None).await.0, StatusCode::OK);
     // Orphan (with the right uid): the object is marked, with the finalizer the
     // garbage collector removes once the dependents are orphaned.
-    let (s, v) = json_call(
-        &f,
-        "DELETE",
-        &format!("{CMS}/owner"),
-        Some(json!({"propagationPolicy": "Orphan", "preconditions": {"uid": uid}})),
-    )
-    .await;
+    let opts = json!({"propagationPolicy": "Orphan", "preconditions": {"uid": uid}});
+    let (s, v) = json_call(&f, "DELETE", &owner, Some(opts)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["metadata"]["finalizers"], json!(["orphan"]), "{v}");
     assert!(v["metadata"]["deletionTimestamp"].is_string(), "{v}");
-    // Asking again for the foreground adds that finalizer too; asking for the same
-    // policy again changes nothing.
-    let (_, again) = json_call(
-        &f,
-        "DELETE",
-        &format!("{CMS}/owner?propagationPolicy=Orphan"),
-        None,
-    )
-    .await;
+    let rv = v["metadata"]["resourceVersion"].clone();
+    // The same policy again (here from the query), or none, changes nothing.
+    let again = format!("{owner}?propagationPolicy=Orphan");
     assert_eq!(
-        again["metadata"]["resourceVersion"],
-        v["metadata"]["resourceVersion"]
+        json_call(&f, "DELETE", &again, None).await.1["metadata"]["resourceVersion"],
+        rv
     );
-    let (_, fg) = json_call(
-        &f,
-        "DELETE",
-        &format!("{CMS}/owner"),
-        Some(json!({"propagationPolicy": "Foreground"})),
-    )
-    .await;
+    assert_eq!(
+        json_call(&f, "DELETE", &owner, None).await.1["metadata"]["resourceVersion"],
+        rv
+    );
+    // Another policy replaces the finalizer, as kube-apiserver does.
+    let opts = json!({"propagationPolicy": "Foreground"});
+    let (_, fg) = json_call(&f, "DELETE", &owner, Some(opts)).await;
     assert_eq!(
         fg["metadata"]["finalizers"],
-        json!(["orphan", "foregroundDeletion"]),
+        json!(["foregroundDeletion"]),
         "{fg}"
     );
     assert_eq!(
         fg["metadata"]["deletionTimestamp"],
         v["metadata"]["deletionTimestamp"]
     );
-    // Removing the finalizers deletes it.
-    let (s, _) = call(
-        &f,
-        "PATCH",
-        &format!("{CMS}/owner"),
-        Some(json!({"metadata": {"finalizers": []}})),
-        "application/merge-patch+json",
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    // An explicit Background removes it, and with no finalizer left the object goes.
+    let opts = json!({"propagationPolicy": "Background"});
     assert_eq!(
-        json_call(&f, "GET", &format!("{CMS}/owner"), None).await.0,
+        json_call(&f, "DELETE", &owner, Some(opts)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        json_call(&f, "GET", &owner, None).await.0,
         StatusCode::NOT_FOUND
     );
-    // Background (kubectl's default) and no body delete at once.
-    json_call(&f, "POST", CMS, Some(cm("bg"))).await;
-    let (s, _) = json_call(
-        &f,
-        "DELETE",
-        &format!("{CMS}/bg"),
-        Some(json!({"propagationPolicy": "Background"})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
+    // Another finalizer keeps a Background delete pending, without the GC's.
+    let mut held = cm("held");
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    json_call(&f, "POST", CMS, Some(held)).await;
+    let opts = json!({"propagationPolicy": "Background"});
+    let (_, v) = json_call(&f, "DELETE", &format!("{CMS}/held"), Some(opts)).await;
     assert_eq!(
-        json_call(&f, "GET", &format!("{CMS}/bg"), None).await.0,
-        StatusCode::NOT_FOUND
+        v["metadata"]["finalizers"],
+        json!(["example.com/hold"]),
+        "{v}"
     );
+    assert!(v["metadata"]["deletionTimestamp"].is_string(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_checks_every_write_and_stores_none() {
+    let f = fixture().await;
+    ready(&f).await;
+    let wet = format!("{CMS}/wet");
+    // Create: answered as created, not stored; a bad one still fails.
+    let dry = format!("{CMS}?dryRun=All");
+    let (s, v) = json_call(&f, "POST", &dry, Some(cm("dry"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["metadata"]["name"], "dry");
+    let (s, _) = json_call(&f, "GET", &format!("{CMS}/dry"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = json_call(&f, "POST", &dry, Some(json!({"metadata": {}}))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Patch (kubectl diff) and update: the answer shows the change, the store keeps
+    // the old object; a stale resourceVersion still conflicts.
+    let (_, made) = json_call(&f, "POST", CMS, Some(cm("wet"))).await;
+    let rv = made["metadata"]["resourceVersion"].clone();
+    let patch = Some(json!({"data": {"k": "changed"}}));
+    let merge = "application/merge-patch+json";
+    let (s, v) = call(&f, "PATCH", &format!("{wet}?dryRun=All"), patch, merge).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["k"], "changed");
+    let (_, stored) = json_call(&f, "GET", &wet, None).await;
+    assert_eq!(stored["data"]["k"], "v");
+    assert_eq!(stored["metadata"]["resourceVersion"], rv);
+    let mut stale = made.clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    let (s, _) = json_call(&f, "PUT", &format!("{wet}?dryRun=All"), Some(stale)).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    // Delete: answered, not done; kubectl puts `dryRun` in the DeleteOptions body.
+    let (s, _) = json_call(&f, "DELETE", &format!("{wet}?dryRun=All"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let opts = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background", "dryRun": ["All"]});
+    let (s, _) = json_call(&f, "DELETE", &wet, Some(opts)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = json_call(&f, "DELETE", &wet, Some(json!({"dryRun": ["Some"]}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, stored) = json_call(&f, "GET", &wet, None).await;
+    assert_eq!(stored["metadata"]["resourceVersion"], rv);
+    // An unknown dryRun value is refused, not taken for a real write.
+    let (s, v) = json_call(&f, "DELETE", &format!("{wet}?dryRun=Maybe"), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(json_call(&f, "GET", &wet, None).await.0, StatusCode::OK);
 }

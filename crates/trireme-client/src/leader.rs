@@ -4,8 +4,8 @@
 //! - The Lease's `spec` holds the record: `holderIdentity`, `leaseDurationSeconds`,
 //!   `acquireTime`, `renewTime`, `leaseTransitions`.
 //! - A candidate takes the Lease when it is absent, has no holder, or has not changed
-//!   for `lease_duration` *as timed by the candidate's own clock* since it first saw
-//!   that record (the times in the record are only for people: clocks of different
+//!   for the record's `leaseDurationSeconds` (the holder's promise) *as timed by the
+//!   candidate's own clock* since it first saw that record (the times in the record are only for people: clocks of different
 //!   machines are never compared). Every take and renewal is a compare-and-swap on the
 //!   Lease's `resourceVersion`, so two candidates never both succeed from one record.
 //! - The holder renews every `retry_period`. It counts itself leader until
@@ -133,7 +133,12 @@ pub fn decide(
     now: &str,
 ) -> Decision {
     let mine = current.holder == config.identity;
-    if !current.holder.is_empty() && !mine && observed_for < config.lease_duration {
+    // The holder's own promise (as recent client-go reads it), else ours.
+    let expires_after = u64::try_from(current.lease_duration_seconds)
+        .ok()
+        .filter(|s| *s > 0)
+        .map_or(config.lease_duration, Duration::from_secs);
+    if !current.holder.is_empty() && !mine && observed_for < expires_after {
         return Decision::HeldByOther;
     }
     let lease_duration_seconds = i64::try_from(config.lease_duration.as_secs()).unwrap_or(i64::MAX);
@@ -473,6 +478,26 @@ mod tests {
     }
 
     #[test]
+    fn the_holders_advertised_duration_decides_when_its_lease_expires() {
+        let c = config();
+        let long = LeaderRecord {
+            lease_duration_seconds: 60,
+            ..held_by("b")
+        };
+        let at = |s| decide(&c, &long, Duration::from_secs(s), "t");
+        assert_eq!(at(30), Decision::HeldByOther);
+        assert!(matches!(at(60), Decision::Write(_)));
+        let unset = LeaderRecord {
+            lease_duration_seconds: 0,
+            ..held_by("b")
+        };
+        assert_eq!(
+            decide(&c, &unset, Duration::from_secs(14), "t"),
+            Decision::HeldByOther
+        );
+    }
+
+    #[test]
     fn an_empty_holder_is_taken_at_once_and_a_renewal_keeps_the_acquire_time() {
         let c = config();
         let released = LeaderRecord {
@@ -535,8 +560,9 @@ mod tests {
             until: tx.subscribe(),
         };
         assert!(!l.is_held());
-        tx.send_replace(Some(Instant::now() + Duration::from_millis(50)));
+        tx.send_replace(Some(Instant::now() + Duration::from_secs(3600)));
         assert!(l.is_held());
+        tx.send_replace(Some(Instant::now() + Duration::from_millis(50)));
         tokio::time::timeout(Duration::from_secs(10), l.lost())
             .await
             .unwrap();

@@ -89,13 +89,16 @@ fn init_logging() {
         .try_init();
 }
 
+/// The host name and a random suffix (as kube-controller-manager's host name and
+/// UUID): a process id would repeat across containers, and two candidates with one
+/// identity would both lead.
 fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}_{}", std::process::id())
+    format!("{host}_{:016x}", rand::random::<u64>())
 }
 
 /// Set-up errors (bad flags, unreadable kubeconfig) are `Err` (exit 2); the outcome
@@ -109,14 +112,20 @@ async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty())
         .collect();
-    let mut config = ClientConfig::from_kubeconfig(&kc, &extra);
-    // A request must not outlive the renew deadline by much: the Lease is renewed
-    // well within it.
-    config.request_timeout = args
-        .leader_elect_renew_deadline
-        .min(Duration::from_secs(30))
-        .max(Duration::from_secs(1));
-    let client = Client::new(config)?;
+    let config = ClientConfig::from_kubeconfig(&kc, &extra);
+    // The controllers' lists may take long on a big cluster; the election's requests
+    // must fit in the renew deadline.
+    let client = Client::new(ClientConfig {
+        request_timeout: Duration::from_secs(60),
+        ..config.clone()
+    })?;
+    let election_client = Client::new(ClientConfig {
+        request_timeout: args
+            .leader_elect_renew_deadline
+            .min(Duration::from_secs(30))
+            .max(Duration::from_secs(1)),
+        ..config
+    })?;
     let election = ElectionConfig {
         namespace: args.leader_elect_resource_namespace,
         name: args.leader_elect_resource_name,
@@ -148,7 +157,7 @@ async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let identity = election.identity.clone();
     let mut elector = loop {
         tokio::select! {
-            made = Elector::new(client.clone(), election.clone()) => match made {
+            made = Elector::new(election_client.clone(), election.clone()) => match made {
                 Ok(e) => break e,
                 Err(trireme_client::Error::Config(m)) => anyhow::bail!(m),
                 Err(e) => {
@@ -169,15 +178,24 @@ async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         _ = stop.as_mut() => return Ok(ExitCode::SUCCESS),
     };
     tracing::info!(identity = %identity, "successfully acquired the lease; starting controllers");
-    let controllers = tokio::spawn(controllers(client.clone(), leadership.clone()));
-    let lost = tokio::select! {
-        lost = elector.hold(|e| tracing::warn!(error = %e, "leader election: renewal failed")) => Some(lost),
-        _ = stop.as_mut() => None,
+    let mut controllers = tokio::spawn(controllers(client.clone(), leadership.clone()));
+    let ended = tokio::select! {
+        lost = elector.hold(|e| tracing::warn!(error = %e, "leader election: renewal failed")) => Ended::Lost(lost),
+        _ = stop.as_mut() => Ended::Stopped,
+        done = &mut controllers => match done {
+            // The controllers return when the leadership ends; the renewal loop may
+            // only be about to see it.
+            Ok(()) if !leadership.is_held() => Ended::Lost(Lost::RenewDeadline),
+            Ok(()) => Ended::Controllers(None),
+            Err(e) => Ended::Controllers(Some(e.to_string())),
+        },
     };
-    controllers.abort();
-    let _ = controllers.await;
-    match lost {
-        Some(lost) => {
+    if !controllers.is_finished() {
+        controllers.abort();
+        let _ = controllers.await;
+    }
+    match ended {
+        Ended::Lost(lost) => {
             let why = match lost {
                 Lost::RenewDeadline => "no renewal succeeded within the renew deadline".into(),
                 Lost::TakenBy(h) => format!("the lease is held by {h:?} now"),
@@ -186,7 +204,16 @@ async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             eprintln!("trireme controller: leader election lost: {why}");
             Ok(ExitCode::FAILURE)
         }
-        None => {
+        Ended::Controllers(why) => {
+            // A controller that ends while we lead is a bug: give the Lease up so a
+            // standby takes over instead of this process renewing and doing nothing.
+            let why = why.unwrap_or_else(|| "returned".into());
+            tracing::error!(%why, "the controllers stopped while leading; exiting");
+            let _ = elector.release().await;
+            eprintln!("trireme controller: the controllers stopped ({why})");
+            Ok(ExitCode::FAILURE)
+        }
+        Ended::Stopped => {
             match elector.release().await {
                 Ok(true) => tracing::info!("lease released"),
                 Ok(false) => {}
@@ -195,6 +222,14 @@ async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Why a leading process stops.
+enum Ended {
+    Lost(Lost),
+    Stopped,
+    /// The controllers' task ended (its panic, if it panicked).
+    Controllers(Option<String>),
 }
 
 fn far_future() -> std::time::Instant {

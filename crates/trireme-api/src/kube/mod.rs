@@ -71,7 +71,7 @@ fn authenticated(ext: Option<axum::Extension<crate::ClientIdentity>>) -> Result<
 
 /// Creates the namespaces that exist from cluster start, once a leader is there.
 pub async fn ensure_system_namespaces(store: &trireme_store::KvStore) -> Result<(), KubeError> {
-    let objects = Objects { store };
+    let objects = Objects::new(store);
     for name in resources::SYSTEM_NAMESPACES {
         let body = json!({"metadata": {"name": name}});
         let Value::Object(body) = body else { continue };
@@ -252,7 +252,19 @@ async fn dispatch(s: ApiState, req: Request) -> Result<Response, KubeError> {
         .await
         .map_err(|_| KubeError::too_large())?;
     let headers = &parts.headers;
-    let objects = Objects { store: &s.store };
+    let objects = Objects {
+        store: &s.store,
+        // kubectl diff and --dry-run=server: checked as a write, never stored.
+        dry_run: match q.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(v) => {
+                return Err(KubeError::bad_request(format!(
+                    "Invalid dryRun value {v:?}: supported values: \"All\""
+                )))
+            }
+        },
+    };
     let Target {
         res,
         namespace,
@@ -328,15 +340,24 @@ async fn dispatch(s: ApiState, req: Request) -> Result<Response, KubeError> {
         (&Method::PATCH, Some(name)) => patch(&objects, res, ns, &name, headers, &body).await,
         (&Method::DELETE, Some(name)) => {
             let opts = delete_options(&body, &q)?;
+            let objects = Objects {
+                dry_run: objects.dry_run || opts.dry_run,
+                ..objects
+            };
             let obj = objects.delete(res, ns, &name, &opts).await?;
             Ok(Json(obj).into_response())
         }
         (&Method::DELETE, None) => {
             // A collection's preconditions would name no one object: only the
             // propagation applies.
+            let given = delete_options(&body, &q)?;
             let delete = DeleteOptions {
-                propagation: delete_options(&body, &q)?.propagation,
+                propagation: given.propagation,
                 ..DeleteOptions::default()
+            };
+            let objects = Objects {
+                dry_run: objects.dry_run || given.dry_run,
+                ..objects
             };
             let opts = list_options(&q)?;
             let listed = objects.list(res, ns, &opts).await?;

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 use trireme_mvcc::{
     prefix_end, Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, PutRequest,
-    RangeRequest, RequestOp, ResponseOp, TxnRequest,
+    RangeRequest, RequestOp, ResponseOp, TxnRequest, TxnResponse,
 };
 use trireme_store::{Consistency, KvStore};
 
@@ -117,9 +117,38 @@ fn continue_decode(token: &str) -> Result<(u64, String), KubeError> {
 
 pub struct Objects<'a> {
     pub store: &'a KvStore,
+    /// `dryRun=All`: every check is made, nothing is written.
+    pub dry_run: bool,
 }
 
-impl Objects<'_> {
+impl<'a> Objects<'a> {
+    pub fn new(store: &'a KvStore) -> Self {
+        Objects {
+            store,
+            dry_run: false,
+        }
+    }
+
+    /// Runs a write's transaction; on a dry run, only its compares (and the reads of
+    /// its failure branch), so the answer says whether it would have succeeded and
+    /// nothing is stored.
+    async fn commit(&self, txn: TxnRequest) -> Result<TxnResponse, KubeError> {
+        let txn = if self.dry_run {
+            TxnRequest {
+                compare: txn.compare,
+                success: vec![],
+                failure: txn
+                    .failure
+                    .into_iter()
+                    .filter(|op| matches!(op, RequestOp::Range(_)))
+                    .collect(),
+            }
+        } else {
+            txn
+        };
+        Ok(self.store.txn(txn).await?)
+    }
+
     async fn read_key(&self, key: &str) -> Result<Option<KeyValue>, KubeError> {
         self.read_key_with(key, Consistency::Linearizable).await
     }
@@ -399,7 +428,7 @@ impl Objects<'_> {
                     ..Default::default()
                 })],
             };
-            let r = self.store.txn(txn).await?;
+            let r = self.commit(txn).await?;
             if r.succeeded {
                 return Ok(r.revision);
             }
@@ -483,7 +512,7 @@ impl Objects<'_> {
                     failure: vec![],
                 }
             };
-            let r = self.store.txn(txn).await?;
+            let r = self.commit(txn).await?;
             if r.succeeded {
                 next.insert("kind".into(), json!(res.kind));
                 next.insert("apiVersion".into(), json!(res.api_version()));
@@ -536,26 +565,28 @@ impl Objects<'_> {
                     ));
                 }
             }
-            let mut finalizers: Vec<Value> = obj
+            let current: Vec<Value> = obj
                 .get("metadata")
                 .and_then(|m| m.get("finalizers"))
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            let policy_finalizer = opts
-                .propagation
-                .finalizer()
-                .filter(|_| res.plural != "namespaces");
-            let adds = policy_finalizer.filter(|f| !finalizers.iter().any(|x| x == f));
-            if let Some(f) = adds {
-                finalizers.push(json!(f));
+            // As kube-apiserver: an explicit policy replaces the garbage collector's
+            // finalizers with its own (none for Background); no policy keeps them.
+            let mut finalizers = current.clone();
+            if let (Some(policy), false) = (opts.propagation, res.plural == "namespaces") {
+                finalizers.retain(|f| f != ORPHAN_FINALIZER && f != FOREGROUND_FINALIZER);
+                if let Some(f) = policy.finalizer() {
+                    finalizers.push(json!(f));
+                }
             }
+            let changed = finalizers != current;
             // Finalizers left: the object is only marked; it goes when the last one is
             // removed (`update`).
             let pending = !finalizers.is_empty();
             let txn = if pending {
                 let deleting = meta_str(&obj, "deletionTimestamp").is_some();
-                if deleting && adds.is_none() {
+                if deleting && !changed {
                     return Ok(obj);
                 }
                 let m = metadata_mut(&mut obj);
@@ -596,7 +627,7 @@ impl Objects<'_> {
                     failure: vec![],
                 }
             };
-            let r = self.store.txn(txn).await?;
+            let r = self.commit(txn).await?;
             if r.succeeded {
                 if pending {
                     metadata_mut(&mut obj)
@@ -623,10 +654,9 @@ impl Objects<'_> {
 
 /// What happens to an object's dependents (its `ownerReferences` point at it) when it
 /// is deleted: Kubernetes' `propagationPolicy`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Propagation {
     /// The object goes now; the garbage collector deletes the dependents after.
-    #[default]
     Background,
     /// The dependents are deleted first; the object stays, marked, until they are gone.
     Foreground,
@@ -649,13 +679,17 @@ impl Propagation {
     }
 }
 
-/// A DELETE's options: the body's `DeleteOptions` and the query's
-/// `propagationPolicy` / `orphanDependents` (the body wins where both are set).
+/// A DELETE's options: the body's `DeleteOptions`, or, without a body, the query's
+/// `propagationPolicy` / `orphanDependents` (as kube-apiserver reads them).
 #[derive(Debug, Default, Clone)]
 pub struct DeleteOptions {
     pub precondition_rv: Option<String>,
     pub precondition_uid: Option<String>,
-    pub propagation: Propagation,
+    /// None: the object's own garbage-collector finalizers decide.
+    pub propagation: Option<Propagation>,
+    /// The body's `dryRun: ["All"]` (kubectl sends it there; the query's `dryRun`
+    /// is read with the other writes').
+    pub dry_run: bool,
 }
 
 impl DeleteOptions {
@@ -663,50 +697,48 @@ impl DeleteOptions {
         body: Option<&Map<String, Value>>,
         query: &HashMap<String, String>,
     ) -> Result<DeleteOptions, KubeError> {
+        let type_error = |field: &str, want: &str| {
+            KubeError::bad_request(format!("DeleteOptions.{field}: expected {want}"))
+        };
+        let field = |name: &str| body.and_then(|b| b.get(name)).filter(|v| !v.is_null());
+        let (policy, orphan) = match body {
+            Some(_) => (
+                match field("propagationPolicy") {
+                    Some(Value::String(p)) => Some(p.clone()),
+                    Some(_) => return Err(type_error("propagationPolicy", "a string")),
+                    None => None,
+                },
+                match field("orphanDependents") {
+                    Some(Value::Bool(b)) => Some(*b),
+                    Some(_) => return Err(type_error("orphanDependents", "a boolean")),
+                    None => None,
+                },
+            ),
+            None => (
+                query.get("propagationPolicy").cloned(),
+                match query.get("orphanDependents").map(String::as_str) {
+                    None => None,
+                    Some("true") => Some(true),
+                    Some("false") => Some(false),
+                    Some(_) => return Err(type_error("orphanDependents", "true or false")),
+                },
+            ),
+        };
         let invalid = |field: &str, value: &str, why: &str| {
             KubeError::invalid("DeleteOptions", "", field, value, why)
         };
-        let field = |name: &str| body.and_then(|b| b.get(name)).filter(|v| !v.is_null());
-        let policy = match field("propagationPolicy") {
-            Some(Value::String(p)) => Some(p.clone()),
-            Some(v) => {
-                return Err(invalid(
-                    "propagationPolicy",
-                    &v.to_string(),
-                    "must be a string",
-                ))
-            }
-            None => query.get("propagationPolicy").cloned(),
-        };
-        let orphan = match field("orphanDependents") {
-            Some(Value::Bool(b)) => Some(*b),
-            Some(v) => {
-                return Err(invalid(
-                    "orphanDependents",
-                    &v.to_string(),
-                    "must be a boolean",
-                ))
-            }
-            None => match query.get("orphanDependents").map(String::as_str) {
-                None => None,
-                Some("true") => Some(true),
-                Some("false") => Some(false),
-                Some(v) => return Err(invalid("orphanDependents", v, "must be true or false")),
-            },
-        };
         let propagation = match (policy.as_deref(), orphan) {
-            (Some(_), Some(_)) => {
+            (Some(p), Some(_)) => {
                 return Err(invalid(
                     "propagationPolicy",
-                    policy.as_deref().unwrap_or(""),
+                    p,
                     "orphanDependents and deletionPropagation cannot be both set",
                 ))
             }
-            (None, None) | (Some("Background"), None) | (None, Some(false)) => {
-                Propagation::Background
-            }
-            (Some("Foreground"), None) => Propagation::Foreground,
-            (Some("Orphan"), None) | (None, Some(true)) => Propagation::Orphan,
+            (None, None) => None,
+            (Some("Background"), None) | (None, Some(false)) => Some(Propagation::Background),
+            (Some("Foreground"), None) => Some(Propagation::Foreground),
+            (Some("Orphan"), None) | (None, Some(true)) => Some(Propagation::Orphan),
             (Some(p), None) => {
                 return Err(invalid(
                     "propagationPolicy",
@@ -715,21 +747,42 @@ impl DeleteOptions {
                 ))
             }
         };
+        let preconditions = match field("preconditions") {
+            None => None,
+            Some(Value::Object(p)) => Some(p),
+            Some(_) => return Err(type_error("preconditions", "an object")),
+        };
         let precondition = |name: &str| -> Result<Option<String>, KubeError> {
-            match field("preconditions").and_then(|p| p.get(name)) {
+            match preconditions.and_then(|p| p.get(name)) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(v)) => Ok(Some(v.clone())),
-                Some(v) => Err(invalid(
-                    &format!("preconditions.{name}"),
-                    &v.to_string(),
-                    "must be a string",
-                )),
+                Some(_) => Err(type_error(&format!("preconditions.{name}"), "a string")),
             }
+        };
+        let dry_run = match field("dryRun") {
+            None => false,
+            Some(Value::Array(v)) => {
+                let mut all = false;
+                for x in v {
+                    match x.as_str() {
+                        Some("All") => all = true,
+                        Some(other) => {
+                            return Err(KubeError::bad_request(format!(
+                                "Invalid dryRun value {other:?}: supported values: \"All\""
+                            )))
+                        }
+                        None => return Err(type_error("dryRun", "a list of strings")),
+                    }
+                }
+                all
+            }
+            Some(_) => return Err(type_error("dryRun", "a list of strings")),
         };
         Ok(DeleteOptions {
             precondition_rv: precondition("resourceVersion")?,
             precondition_uid: precondition("uid")?,
             propagation,
+            dry_run,
         })
     }
 }

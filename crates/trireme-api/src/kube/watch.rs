@@ -94,7 +94,7 @@ pub async fn watch(
     let mut initial = Vec::new();
     let start = match opts.resource_version.as_deref() {
         None | Some("") | Some("0") => {
-            let listed = Objects { store: &store }
+            let listed = Objects::new(&store)
                 .list(
                     res,
                     ns.as_deref(),

@@ -37,8 +37,13 @@ pub const FOREGROUND: &str = "foregroundDeletion";
 const DISCOVERY_EVERY: Duration = Duration::from_secs(10);
 /// A full pass even without events (a refused write is tried again by then).
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
-/// The pause before a pass that follows one whose writes were refused.
+/// The first pause before an object's refused action is tried again; it doubles up
+/// to [`MAX_BACKOFF`].
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long the collector waits for every kind's first list before it acts on a
+/// partial graph (looking up each owner it does not hold).
+const PARTIAL_AFTER: Duration = Duration::from_secs(30);
 /// Events that arrive together are handled in one pass.
 const SETTLE: Duration = Duration::from_millis(50);
 
@@ -59,6 +64,8 @@ pub struct Node {
     pub namespace: Option<String>,
     pub name: String,
     pub uid: String,
+    /// The version the graph saw: a delete is made only of that version.
+    pub resource_version: String,
     pub owners: Vec<OwnerRef>,
     pub deleting: bool,
     pub finalizers: Vec<String>,
@@ -95,6 +102,7 @@ impl Node {
             namespace: s("namespace").map(String::from),
             name: s("name")?.to_string(),
             uid: s("uid").filter(|u| !u.is_empty())?.to_string(),
+            resource_version: s("resourceVersion").unwrap_or("").to_string(),
             owners,
             deleting: s("deletionTimestamp").is_some(),
             finalizers: meta
@@ -112,6 +120,22 @@ impl Node {
 
     fn has_finalizer(&self, f: &str) -> bool {
         self.finalizers.iter().any(|x| x == f)
+    }
+
+    /// Whether a change to this object can give the collector work.
+    fn matters(&self) -> bool {
+        !self.owners.is_empty() || self.deleting
+    }
+
+    /// Whether this object is the one `r` names from `dependent`: same kind (any
+    /// version of its group), name and, for a namespaced owner, the dependent's
+    /// namespace. Kubernetes treats a reference to anything else as dangling.
+    fn is_named_by(&self, r: &OwnerRef, dependent: &Node) -> bool {
+        let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        self.kind.kind == r.kind
+            && self.kind.group == group
+            && self.name == r.name
+            && (self.namespace.is_none() || self.namespace == dependent.namespace)
     }
 
     fn describe(&self) -> String {
@@ -189,8 +213,9 @@ enum OwnerState {
     Present,
 }
 
-fn owner_state(graph: &Graph, r: &OwnerRef) -> OwnerState {
+fn owner_state(graph: &Graph, dependent: &Node, r: &OwnerRef) -> OwnerState {
     match graph.nodes.get(&r.uid) {
+        Some(o) if !o.is_named_by(r, dependent) => OwnerState::Absent,
         None => OwnerState::Absent,
         Some(o) if o.deleting && o.has_finalizer(ORPHAN) => OwnerState::Orphaning,
         Some(o) if o.deleting && o.has_finalizer(FOREGROUND) => OwnerState::WaitingForDependents,
@@ -199,8 +224,9 @@ fn owner_state(graph: &Graph, r: &OwnerRef) -> OwnerState {
 }
 
 /// The writes that bring the graph to what its owner references ask for. Sorted, so
-/// that a pass is repeatable.
-pub fn plan(graph: &Graph) -> Vec<Action> {
+/// that a pass is repeatable. `complete`: every kind has been listed; finalizers are
+/// only removed then (a dependent of an unlisted kind could still refer to the owner).
+pub fn plan(graph: &Graph, complete: bool) -> Vec<Action> {
     let mut actions = Vec::new();
     // owner uid -> (any dependent, any dependent that blocks the owner's deletion)
     let mut referred: HashMap<&str, (bool, bool)> = HashMap::new();
@@ -217,7 +243,7 @@ pub fn plan(graph: &Graph) -> Vec<Action> {
         }
         let (mut absent, mut orphaning, mut waiting, mut present) = (vec![], vec![], vec![], 0);
         for r in &node.owners {
-            match owner_state(graph, r) {
+            match owner_state(graph, node, r) {
                 OwnerState::Absent => absent.push(r.clone()),
                 OwnerState::Orphaning => orphaning.push(r.uid.clone()),
                 OwnerState::WaitingForDependents => waiting.push(r.uid.clone()),
@@ -248,6 +274,9 @@ pub fn plan(graph: &Graph) -> Vec<Action> {
             });
         }
     }
+    if !complete {
+        return actions;
+    }
     for node in &nodes {
         if !node.deleting {
             continue;
@@ -269,6 +298,62 @@ pub fn plan(graph: &Graph) -> Vec<Action> {
     actions
 }
 
+impl Action {
+    fn node(&self) -> &Node {
+        match self {
+            Action::Delete { node, .. }
+            | Action::DropRefs { node, .. }
+            | Action::RemoveFinalizer { node, .. } => node,
+        }
+    }
+}
+
+/// What became of one action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    /// Not now (an owner still there, a refused precondition, not leading): planned
+    /// again after a per-object backoff.
+    Retry,
+    /// Cannot be done (an owner reference whose kind is not served, or a namespaced
+    /// owner of a cluster-scoped object): left alone, as Kubernetes leaves it.
+    Skip,
+}
+
+/// Per-object backoff of actions that were not done.
+#[derive(Default)]
+struct Backoff {
+    until: HashMap<String, (tokio::time::Instant, Duration)>,
+}
+
+impl Backoff {
+    fn ready(&self, uid: &str, now: tokio::time::Instant) -> bool {
+        self.until.get(uid).is_none_or(|(t, _)| *t <= now)
+    }
+
+    fn failed(&mut self, uid: &str, now: tokio::time::Instant) {
+        let delay = self
+            .until
+            .get(uid)
+            .map_or(RETRY_AFTER, |(_, d)| (*d * 2).min(MAX_BACKOFF));
+        self.until.insert(uid.to_string(), (now + delay, delay));
+    }
+
+    fn done(&mut self, uid: &str) {
+        self.until.remove(uid);
+    }
+
+    /// When the next object's backoff ends.
+    fn next(&self) -> Option<tokio::time::Instant> {
+        self.until.values().map(|(t, _)| *t).min()
+    }
+
+    /// Forgets objects that are no longer in the graph.
+    fn retain_in(&mut self, graph: &Graph) {
+        self.until.retain(|uid, _| graph.nodes.contains_key(uid));
+    }
+}
+
 /// The shared state of the informers and the collector's loop.
 struct Shared {
     graph: Mutex<Graph>,
@@ -283,67 +368,81 @@ impl Shared {
     }
 }
 
+type Informers = HashMap<String, (JoinHandle<()>, tokio::sync::watch::Receiver<bool>)>;
+
 /// Runs the collector until leadership is lost. Returns only then.
 pub async fn run(client: Client, leadership: Leadership) {
     let shared = Arc::new(Shared {
         graph: Mutex::new(Graph::default()),
         changed: Notify::new(),
     });
-    let mut informers: HashMap<String, (JoinHandle<()>, tokio::sync::watch::Receiver<bool>)> =
-        HashMap::new();
+    let mut informers = Informers::new();
     let mut discovery = Discovery::default();
     let mut next_discovery = tokio::time::Instant::now();
-    let mut retry = false;
-    let mut was_synced = false;
+    let mut backoff = Backoff::default();
+    let started = tokio::time::Instant::now();
+    let mut was_complete = false;
     tracing::info!("garbage collector started");
     loop {
         if tokio::time::Instant::now() >= next_discovery {
             match client.fetch_discovery().await {
                 Ok(d) => {
                     discovery = d;
-                    sync_informers(&client, &shared, &discovery, &mut informers);
+                    sync_informers(&client, &shared, &discovery, &mut informers).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "discovery failed; trying again"),
             }
             next_discovery = tokio::time::Instant::now() + DISCOVERY_EVERY;
         }
-        // Act only on a graph every informer has listed once.
-        let synced = !informers.is_empty() && informers.values().all(|(_, s)| *s.borrow());
-        if synced && !was_synced {
+        let complete = !informers.is_empty() && informers.values().all(|(_, s)| *s.borrow());
+        if complete && !was_complete {
             tracing::info!(
                 kinds = informers.len(),
                 objects = shared.graph().len(),
                 "garbage collector: every kind listed"
             );
         }
-        was_synced |= synced;
-        if synced && leadership.is_held() {
-            let actions = plan(&shared.graph());
-            retry = false;
+        was_complete |= complete;
+        // Before every kind is listed, owners look absent; wait a while for the lists
+        // rather than look each one up (a kind that cannot be listed must not stop
+        // the collector for good).
+        if (complete || started.elapsed() > PARTIAL_AFTER) && leadership.is_held() {
+            let actions = {
+                let g = shared.graph();
+                backoff.retain_in(&g);
+                plan(&g, complete)
+            };
             for action in actions {
+                let uid = action.node().uid.clone();
+                let now = tokio::time::Instant::now();
+                if !backoff.ready(&uid, now) {
+                    continue;
+                }
                 if !leadership.is_held() {
                     break;
                 }
-                match act(&client, &discovery, &action).await {
-                    Ok(true) => {}
-                    Ok(false) => retry = true,
+                match act(&client, &discovery, &leadership, &action).await {
+                    Ok(Outcome::Done) | Ok(Outcome::Skip) => backoff.done(&uid),
+                    Ok(Outcome::Retry) => backoff.failed(&uid, now),
                     Err(e) => {
-                        tracing::warn!(error = %e, ?action, "garbage collector write failed");
-                        retry = true;
+                        tracing::warn!(error = %e, object = %action.node().describe(), "garbage collector write failed");
+                        backoff.failed(&uid, now);
                     }
                 }
             }
         }
-        let wait = if retry || !synced {
-            RETRY_AFTER
-        } else {
-            RESYNC_EVERY
-        };
-        let wait = wait.min(next_discovery.saturating_duration_since(tokio::time::Instant::now()));
+        let now = tokio::time::Instant::now();
+        let mut wake = (now + RESYNC_EVERY).min(next_discovery);
+        if !complete {
+            wake = wake.min(now + RETRY_AFTER);
+        }
+        if let Some(t) = backoff.next() {
+            wake = wake.min(t);
+        }
         tokio::select! {
             _ = leadership.lost() => break,
             _ = shared.changed.notified() => tokio::time::sleep(SETTLE).await,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
     }
     for (_, (task, _)) in informers {
@@ -353,31 +452,31 @@ pub async fn run(client: Client, leadership: Leadership) {
 }
 
 /// Starts an informer per new kind, stops those of kinds discovery no longer lists.
-fn sync_informers(
+async fn sync_informers(
     client: &Client,
     shared: &Arc<Shared>,
     discovery: &Discovery,
-    informers: &mut HashMap<String, (JoinHandle<()>, tokio::sync::watch::Receiver<bool>)>,
+    informers: &mut Informers,
 ) {
     let kinds: HashMap<String, &ApiResource> = discovery
         .resources
         .iter()
         .map(|r| (kind_key(r), r))
         .collect();
-    informers.retain(|key, (task, _)| {
-        let keep = kinds.contains_key(key);
-        if !keep {
+    let gone: Vec<String> = informers
+        .keys()
+        .filter(|k| !kinds.contains_key(*k))
+        .cloned()
+        .collect();
+    for key in gone {
+        if let Some((task, _)) = informers.remove(&key) {
             task.abort();
-            if let Some((group_version, plural)) = key.rsplit_once('/') {
-                let mut g = shared.graph();
-                g.nodes.retain(|_, n| {
-                    n.kind.api_version() != group_version || n.kind.plural != plural
-                });
-            }
-            tracing::info!(kind = %key, "no longer served; its informer stopped");
+            // Only once it has stopped can no late event put its nodes back.
+            let _ = task.await;
         }
-        keep
-    });
+        shared.graph().nodes.retain(|_, n| kind_key(&n.kind) != key);
+        tracing::info!(kind = %key, "no longer served; its informer stopped");
+    }
     for (key, kind) in kinds {
         if informers.contains_key(&key) {
             continue;
@@ -393,7 +492,9 @@ fn sync_informers(
     }
 }
 
-/// List, then watch, one kind into the graph; list again when the watch fails.
+/// List, then watch, one kind into the graph; list again when the watch fails or
+/// ends (each watch asks the server to end it after 5 to 10 minutes, so a connection
+/// that died silently cannot freeze the kind's view).
 async fn inform(
     client: Client,
     shared: Arc<Shared>,
@@ -401,6 +502,7 @@ async fn inform(
     synced: tokio::sync::watch::Sender<bool>,
 ) {
     let mut backoff = Duration::from_millis(200);
+    let mut failures = 0u32;
     loop {
         let listed = match client
             .list(&kind, None, &trireme_client::ListParams::default())
@@ -408,12 +510,16 @@ async fn inform(
         {
             Ok(l) => l,
             Err(e) => {
-                tracing::debug!(kind = %kind.plural, error = %e, "list failed");
+                if failures.is_multiple_of(10) {
+                    tracing::warn!(kind = %kind_key(&kind), error = %e, failures, "list failed; trying again");
+                }
+                failures = failures.saturating_add(1);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
+        failures = 0;
         let nodes = listed
             .get("items")
             .and_then(Value::as_array)
@@ -434,6 +540,7 @@ async fn inform(
             .map(String::from);
         let params = WatchParams {
             resource_version: rv,
+            timeout_seconds: Some(300 + rand::random::<u64>() % 300),
             ..WatchParams::default()
         };
         let mut watch = match client.watch(&kind, None, params).await {
@@ -448,15 +555,28 @@ async fn inform(
         loop {
             match watch.next().await {
                 Ok(Some(ev)) => {
-                    let node = Node::from_object(&kind, &ev.object);
-                    let mut g = shared.graph();
-                    match (ev.kind, node) {
-                        (trireme_client::EventType::Deleted, Some(n)) => g.remove(&n.uid),
-                        (trireme_client::EventType::Bookmark, _) | (_, None) => continue,
-                        (_, Some(n)) => g.upsert(n),
+                    let Some(node) = Node::from_object(&kind, &ev.object) else {
+                        continue;
+                    };
+                    let matters = {
+                        let mut g = shared.graph();
+                        match ev.kind {
+                            trireme_client::EventType::Bookmark => false,
+                            trireme_client::EventType::Deleted => {
+                                g.remove(&node.uid);
+                                true
+                            }
+                            _ => {
+                                let was = g.nodes.get(&node.uid).is_some_and(Node::matters);
+                                let matters = was || node.matters();
+                                g.upsert(node);
+                                matters
+                            }
+                        }
+                    };
+                    if matters {
+                        shared.changed.notify_one();
                     }
-                    drop(g);
-                    shared.changed.notify_one();
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -470,13 +590,23 @@ async fn inform(
     }
 }
 
-/// Where an owner reference points: its kind, and the namespace to look in.
+/// Where an owner reference points: its kind (any served version of its group), and
+/// the namespace to look in. None when it cannot name anything.
 fn owner_kind<'a>(
     discovery: &'a Discovery,
     dependent: &Node,
     r: &OwnerRef,
 ) -> Option<(&'a ApiResource, Option<String>)> {
-    let kind = discovery.resolve_kind(&r.api_version, &r.kind).ok()?;
+    let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let kind = discovery
+        .resolve_kind(&r.api_version, &r.kind)
+        .ok()
+        .or_else(|| {
+            discovery
+                .resources
+                .iter()
+                .find(|k| k.group == group && k.kind == r.kind)
+        })?;
     if kind.namespaced {
         // A namespaced owner is in the dependent's namespace; a cluster-scoped
         // dependent cannot have one (the reference is invalid and left alone).
@@ -486,56 +616,77 @@ fn owner_kind<'a>(
     }
 }
 
-/// True when the owner is confirmed gone: a 404, or its name taken by another uid.
-async fn confirmed_gone(
+/// Whether the owner is gone: a 404, or its name taken by another uid.
+async fn owner_gone(
     client: &Client,
     discovery: &Discovery,
     dependent: &Node,
     r: &OwnerRef,
-) -> trireme_client::Result<bool> {
+) -> trireme_client::Result<Outcome> {
     let Some((kind, ns)) = owner_kind(discovery, dependent, r) else {
-        return Ok(false);
+        return Ok(Outcome::Skip);
     };
     match client.get(kind, ns.as_deref(), &r.name).await {
-        Err(e) if e.is_not_found() => Ok(true),
+        Err(e) if e.is_not_found() => Ok(Outcome::Done),
         Err(e) => Err(e),
-        Ok(o) => Ok(o
-            .get("metadata")
-            .and_then(|m| m.get("uid"))
-            .and_then(Value::as_str)
-            != Some(r.uid.as_str())),
+        Ok(o) if o["metadata"]["uid"].as_str() != Some(r.uid.as_str()) => Ok(Outcome::Done),
+        Ok(_) => Ok(Outcome::Retry),
     }
 }
 
-/// Does one action. `Ok(false)`: not done now (an owner still there, a refused
-/// precondition); the next pass plans it again from fresher state.
+/// `Done` when every listed owner is gone, else the first other outcome.
+async fn owners_gone(
+    client: &Client,
+    discovery: &Discovery,
+    dependent: &Node,
+    owners: &[OwnerRef],
+) -> trireme_client::Result<Outcome> {
+    for r in owners {
+        let o = owner_gone(client, discovery, dependent, r).await?;
+        if o != Outcome::Done {
+            return Ok(o);
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// Does one action; writes only while `leadership` is held, checked just before.
 async fn act(
     client: &Client,
     discovery: &Discovery,
+    leadership: &Leadership,
     action: &Action,
-) -> trireme_client::Result<bool> {
+) -> trireme_client::Result<Outcome> {
     match action {
         Action::Delete {
             node,
             foreground,
             confirm_gone,
         } => {
-            for r in confirm_gone {
-                if !confirmed_gone(client, discovery, node, r).await? {
-                    return Ok(false);
-                }
+            let gone = owners_gone(client, discovery, node, confirm_gone).await?;
+            if gone != Outcome::Done {
+                return Ok(gone);
             }
             let policy = if *foreground {
                 "Foreground"
             } else {
                 "Background"
             };
+            // The version the plan was made from: an object adopted or changed since
+            // is not deleted (the next pass sees it as it is).
+            let mut preconditions = json!({"uid": node.uid});
+            if !node.resource_version.is_empty() {
+                preconditions["resourceVersion"] = json!(node.resource_version);
+            }
             let opts = json!({
                 "kind": "DeleteOptions",
                 "apiVersion": "v1",
                 "propagationPolicy": policy,
-                "preconditions": {"uid": node.uid},
+                "preconditions": preconditions,
             });
+            if !leadership.is_held() {
+                return Ok(Outcome::Retry);
+            }
             match client
                 .delete_with(&node.kind, node.namespace.as_deref(), &node.name, &opts)
                 .await
@@ -547,10 +698,10 @@ async fn act(
                         "its owners are gone"
                     };
                     tracing::info!(object = %node.describe(), policy, "deleted: {why}");
-                    Ok(true)
+                    Ok(Outcome::Done)
                 }
-                Err(e) if e.is_not_found() => Ok(true),
-                Err(e) if is_conflict(&e) => Ok(false),
+                Err(e) if e.is_not_found() => Ok(Outcome::Done),
+                Err(e) if is_conflict(&e) => Ok(Outcome::Retry),
                 Err(e) => Err(e),
             }
         }
@@ -559,12 +710,11 @@ async fn act(
             uids,
             confirm_gone,
         } => {
-            for r in confirm_gone {
-                if !confirmed_gone(client, discovery, node, r).await? {
-                    return Ok(false);
-                }
+            let gone = owners_gone(client, discovery, node, confirm_gone).await?;
+            if gone != Outcome::Done {
+                return Ok(gone);
             }
-            let dropped = update_live(client, node, |meta| {
+            let outcome = update_live(client, leadership, node, |meta| {
                 let Some(Value::Array(refs)) = meta.get_mut("ownerReferences") else {
                     return false;
                 };
@@ -581,13 +731,13 @@ async fn act(
                 changed
             })
             .await?;
-            if dropped {
+            if outcome == Outcome::Done {
                 tracing::info!(object = %node.describe(), owners = ?uids, "owner references dropped");
             }
-            Ok(dropped)
+            Ok(outcome)
         }
         Action::RemoveFinalizer { node, finalizer } => {
-            let removed = update_live(client, node, |meta| {
+            let outcome = update_live(client, leadership, node, |meta| {
                 let Some(Value::Array(f)) = meta.get_mut("finalizers") else {
                     return false;
                 };
@@ -596,39 +746,43 @@ async fn act(
                 f.len() != before
             })
             .await?;
-            if removed {
+            if outcome == Outcome::Done {
                 tracing::info!(object = %node.describe(), finalizer, "finalizer removed: dependents handled");
             }
-            Ok(removed)
+            Ok(outcome)
         }
     }
 }
 
 /// Reads the object, changes its metadata with `change` and writes it back at the
-/// version read. False when it is gone, has another uid, `change` changed nothing, or
-/// the write lost a race.
+/// version read. `Done` also when there is nothing left to change (gone, another uid,
+/// `change` found nothing); `Retry` when the write lost a race or we no longer lead.
 async fn update_live(
     client: &Client,
+    leadership: &Leadership,
     node: &Node,
     change: impl FnOnce(&mut serde_json::Map<String, Value>) -> bool,
-) -> trireme_client::Result<bool> {
+) -> trireme_client::Result<Outcome> {
     let ns = node.namespace.as_deref();
     let mut obj = match client.get(&node.kind, ns, &node.name).await {
         Ok(o) => o,
-        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) if e.is_not_found() => return Ok(Outcome::Done),
         Err(e) => return Err(e),
     };
     let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
-        return Ok(false);
+        return Ok(Outcome::Done);
     };
     if meta.get("uid").and_then(Value::as_str) != Some(node.uid.as_str()) || !change(meta) {
-        return Ok(false);
+        return Ok(Outcome::Done);
+    }
+    if !leadership.is_held() {
+        return Ok(Outcome::Retry);
     }
     match client.replace(&node.kind, ns, &node.name, &obj).await {
-        Ok(_) => Ok(true),
-        // Deleted meanwhile (the last finalizer of a marked object).
-        Err(e) if e.is_not_found() => Ok(true),
-        Err(e) if is_conflict(&e) => Ok(false),
+        // NotFound: deleted meanwhile, or by this write (its last finalizer).
+        Ok(_) => Ok(Outcome::Done),
+        Err(e) if e.is_not_found() => Ok(Outcome::Done),
+        Err(e) if is_conflict(&e) => Ok(Outcome::Retry),
         Err(e) => Err(e),
     }
 }
@@ -660,6 +814,7 @@ mod tests {
             namespace: Some("default".into()),
             name: format!("n-{uid}"),
             uid: uid.into(),
+            resource_version: "1".into(),
             owners: owners
                 .iter()
                 .map(|(o, block)| OwnerRef {
@@ -718,7 +873,7 @@ mod tests {
     fn a_dependent_whose_owners_are_all_gone_is_deleted_after_a_lookup() {
         let g = graph(vec![node("d", &[("gone1", false), ("gone2", false)])]);
         assert_eq!(
-            summary(&plan(&g)),
+            summary(&plan(&g, true)),
             ["delete d fg=false confirm=[\"gone1\", \"gone2\"]"]
         );
     }
@@ -729,9 +884,9 @@ mod tests {
             node("o", &[]),
             node("d", &[("o", false), ("gone", false)]),
         ]);
-        assert_eq!(summary(&plan(&g)), ["drop d [\"gone\"] confirm=1"]);
+        assert_eq!(summary(&plan(&g, true)), ["drop d [\"gone\"] confirm=1"]);
         let healthy = graph(vec![node("o", &[]), node("d", &[("o", true)])]);
-        assert!(plan(&healthy).is_empty());
+        assert!(plan(&healthy, true).is_empty());
     }
 
     #[test]
@@ -740,9 +895,9 @@ mod tests {
             deleting(node("o", &[]), ORPHAN),
             node("d", &[("o", true)]),
         ]);
-        assert_eq!(summary(&plan(&g)), ["drop d [\"o\"] confirm=0"]);
+        assert_eq!(summary(&plan(&g, true)), ["drop d [\"o\"] confirm=0"]);
         let done = graph(vec![deleting(node("o", &[]), ORPHAN), node("d", &[])]);
-        assert_eq!(summary(&plan(&done)), ["unfinalize o orphan"]);
+        assert_eq!(summary(&plan(&done, true)), ["unfinalize o orphan"]);
     }
 
     #[test]
@@ -753,7 +908,7 @@ mod tests {
             node("free", &[("o", false)]),
         ]);
         assert_eq!(
-            summary(&plan(&g)),
+            summary(&plan(&g, true)),
             [
                 "delete blocks fg=true confirm=[]",
                 "delete free fg=true confirm=[]"
@@ -763,13 +918,19 @@ mod tests {
         // holds the owner; its own finalizer goes first, as it has no dependents.
         let going = deleting(node("blocks", &[("o", true)]), FOREGROUND);
         let g = graph(vec![deleting(node("o", &[]), FOREGROUND), going]);
-        assert_eq!(summary(&plan(&g)), ["unfinalize blocks foregroundDeletion"]);
+        assert_eq!(
+            summary(&plan(&g, true)),
+            ["unfinalize blocks foregroundDeletion"]
+        );
         // Only a non-blocking dependent left: the owner may go.
         let g = graph(vec![
             deleting(node("o", &[]), FOREGROUND),
             deleting(node("free", &[("o", false)]), "example.com/other"),
         ]);
-        assert_eq!(summary(&plan(&g)), ["unfinalize o foregroundDeletion"]);
+        assert_eq!(
+            summary(&plan(&g, true)),
+            ["unfinalize o foregroundDeletion"]
+        );
     }
 
     #[test]
@@ -779,7 +940,54 @@ mod tests {
             deleting(node("o", &[]), FOREGROUND),
             node("d", &[("keep", false), ("o", true)]),
         ]);
-        assert_eq!(summary(&plan(&g)), ["drop d [\"o\"] confirm=0"]);
+        assert_eq!(summary(&plan(&g, true)), ["drop d [\"o\"] confirm=0"]);
+    }
+
+    #[test]
+    fn an_owner_is_the_object_the_reference_names_not_just_its_uid() {
+        // The uid belongs to an object in another namespace (or of another name or
+        // kind): Kubernetes takes such a reference as dangling.
+        let mut elsewhere = node("o", &[]);
+        elsewhere.namespace = Some("other".into());
+        let g = graph(vec![elsewhere, node("d", &[("o", false)])]);
+        assert_eq!(
+            summary(&plan(&g, true)),
+            ["delete d fg=false confirm=[\"o\"]"]
+        );
+        let mut renamed = node("o", &[]);
+        renamed.name = "not-n-o".into();
+        let g = graph(vec![renamed, node("d", &[("o", false)])]);
+        assert_eq!(plan(&g, true).len(), 1);
+        // Another version of the owner's group is the same owner.
+        let mut d = node("d", &[("o", false)]);
+        d.owners[0].api_version = "v2".into();
+        let g = graph(vec![node("o", &[]), d]);
+        assert!(plan(&g, true).is_empty());
+    }
+
+    #[test]
+    fn finalizers_wait_until_every_kind_is_listed() {
+        let g = graph(vec![deleting(node("o", &[]), ORPHAN)]);
+        assert!(plan(&g, false).is_empty());
+        assert_eq!(summary(&plan(&g, true)), ["unfinalize o orphan"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_object_backs_off_and_doubles_up_to_a_minute() {
+        let mut b = Backoff::default();
+        let now = tokio::time::Instant::now();
+        assert!(b.ready("x", now));
+        b.failed("x", now);
+        assert!(!b.ready("x", now) && b.ready("x", now + RETRY_AFTER));
+        for _ in 0..20 {
+            b.failed("x", now);
+        }
+        assert_eq!(b.next(), Some(now + MAX_BACKOFF));
+        b.done("x");
+        assert!(b.ready("x", now) && b.next().is_none());
+        b.failed("gone", now);
+        b.retain_in(&Graph::default());
+        assert!(b.next().is_none());
     }
 
     #[test]
@@ -788,7 +996,7 @@ mod tests {
             deleting(node("d", &[("gone", false)]), "example.com/mine"),
             deleting(node("x", &[]), "example.com/mine"),
         ]);
-        assert!(plan(&g).is_empty());
+        assert!(plan(&g, true).is_empty());
     }
 
     #[test]
