@@ -466,6 +466,19 @@ async fn delete_options_preconditions_and_propagation() {
         json_call(&f, "GET", &owner, None).await.0,
         StatusCode::NOT_FOUND
     );
+    // The policy's finalizer already there (not last): nothing is rewritten.
+    let mut two = cm("two");
+    two["metadata"]["finalizers"] = json!(["foregroundDeletion", "example.com/hold"]);
+    json_call(&f, "POST", CMS, Some(two)).await;
+    let fg = json!({"propagationPolicy": "Foreground"});
+    let (_, first) = json_call(&f, "DELETE", &format!("{CMS}/two"), Some(fg.clone())).await;
+    let (_, again) = json_call(&f, "DELETE", &format!("{CMS}/two"), Some(fg)).await;
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        first["metadata"]["resourceVersion"]
+    );
+    let order = json!(["foregroundDeletion", "example.com/hold"]);
+    assert_eq!(again["metadata"]["finalizers"], order);
     // Another finalizer keeps a Background delete pending, without the GC's.
     let mut held = cm("held");
     held["metadata"]["finalizers"] = json!(["example.com/hold"]);
@@ -490,6 +503,10 @@ async fn dry_run_checks_every_write_and_stores_none() {
     let (s, v) = json_call(&f, "POST", &dry, Some(cm("dry"))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["metadata"]["name"], "dry");
+    assert!(
+        v["metadata"].get("resourceVersion").is_none(),
+        "never stored: {v}"
+    );
     let (s, _) = json_call(&f, "GET", &format!("{CMS}/dry"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = json_call(&f, "POST", &dry, Some(json!({"metadata": {}}))).await;
@@ -503,6 +520,10 @@ async fn dry_run_checks_every_write_and_stores_none() {
     let (s, v) = call(&f, "PATCH", &format!("{wet}?dryRun=All"), patch, merge).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["data"]["k"], "changed");
+    assert_eq!(
+        v["metadata"]["resourceVersion"], rv,
+        "the version it still has"
+    );
     let (_, stored) = json_call(&f, "GET", &wet, None).await;
     assert_eq!(stored["data"]["k"], "v");
     assert_eq!(stored["metadata"]["resourceVersion"], rv);
@@ -517,11 +538,13 @@ async fn dry_run_checks_every_write_and_stores_none() {
     let (s, _) = json_call(&f, "DELETE", &wet, Some(opts)).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = json_call(&f, "DELETE", &wet, Some(json!({"dryRun": ["Some"]}))).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (_, stored) = json_call(&f, "GET", &wet, None).await;
     assert_eq!(stored["metadata"]["resourceVersion"], rv);
-    // An unknown dryRun value is refused, not taken for a real write.
+    // An unknown dryRun value is refused, not taken for a real write; reads ignore it.
     let (s, v) = json_call(&f, "DELETE", &format!("{wet}?dryRun=Maybe"), None).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, _) = json_call(&f, "GET", &format!("{wet}?dryRun=Maybe"), None).await;
+    assert_eq!(s, StatusCode::OK);
     assert_eq!(json_call(&f, "GET", &wet, None).await.0, StatusCode::OK);
 }

@@ -146,8 +146,15 @@ async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     if !args.leader_elect {
         tracing::warn!("leader election is off: the controllers run at once");
         let (tx, until) = tokio::sync::watch::channel(Some(far_future()));
-        let controllers = tokio::spawn(controllers(client, Leadership::from_channel(until)));
-        stop.as_mut().await;
+        let mut controllers = tokio::spawn(controllers(client, Leadership::from_channel(until)));
+        tokio::select! {
+            _ = stop.as_mut() => {}
+            done = &mut controllers => {
+                let why = done.err().map_or_else(|| "returned".into(), |e| e.to_string());
+                eprintln!("trireme controller: the controllers stopped ({why})");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         drop(tx);
         controllers.abort();
         return Ok(ExitCode::SUCCESS);

@@ -252,16 +252,22 @@ async fn dispatch(s: ApiState, req: Request) -> Result<Response, KubeError> {
         .await
         .map_err(|_| KubeError::too_large())?;
     let headers = &parts.headers;
+    let writes = parts.method != Method::GET;
     let objects = Objects {
         store: &s.store,
         // kubectl diff and --dry-run=server: checked as a write, never stored.
         dry_run: match q.get("dryRun").map(String::as_str) {
             None | Some("") => false,
+            _ if !writes => false,
             Some("All") => true,
             Some(v) => {
-                return Err(KubeError::bad_request(format!(
-                    "Invalid dryRun value {v:?}: supported values: \"All\""
-                )))
+                return Err(KubeError::invalid(
+                    "DryRun",
+                    "",
+                    "dryRun",
+                    v,
+                    "supported values: \"All\"",
+                ))
             }
         },
     };

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 use trireme_mvcc::{
-    prefix_end, Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, PutRequest,
-    RangeRequest, RequestOp, ResponseOp, TxnRequest, TxnResponse,
+    prefix_end, CommandError, Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue,
+    PutRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest, TxnResponse, MAX_TXN_OPS,
 };
 use trireme_store::{Consistency, KvStore};
 
@@ -134,6 +134,18 @@ impl<'a> Objects<'a> {
     /// nothing is stored.
     async fn commit(&self, txn: TxnRequest) -> Result<TxnResponse, KubeError> {
         let txn = if self.dry_run {
+            // What the store would refuse before looking at the compares.
+            if [&txn.success, &txn.failure]
+                .iter()
+                .any(|ops| ops.len() > MAX_TXN_OPS)
+                || txn.compare.len() > MAX_TXN_OPS
+            {
+                return Err(KubeError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    CommandError::TooManyOps.to_string(),
+                ));
+            }
             TxnRequest {
                 compare: txn.compare,
                 success: vec![],
@@ -397,7 +409,10 @@ impl<'a> Objects<'a> {
         let revision = self.create_in(res, &name, &key, &body, namespace).await?;
         body.insert("kind".into(), json!(res.kind));
         body.insert("apiVersion".into(), json!(res.api_version()));
-        metadata_mut(&mut body).insert("resourceVersion".into(), json!(revision.to_string()));
+        // A dry run's object was never stored: it has no version (as kube-apiserver).
+        if !self.dry_run {
+            metadata_mut(&mut body).insert("resourceVersion".into(), json!(revision.to_string()));
+        }
         Ok(body)
     }
 
@@ -516,8 +531,12 @@ impl<'a> Objects<'a> {
             if r.succeeded {
                 next.insert("kind".into(), json!(res.kind));
                 next.insert("apiVersion".into(), json!(res.api_version()));
-                metadata_mut(&mut next)
-                    .insert("resourceVersion".into(), json!(r.revision.to_string()));
+                let rv = if self.dry_run {
+                    current_kv.mod_revision
+                } else {
+                    r.revision
+                };
+                metadata_mut(&mut next).insert("resourceVersion".into(), json!(rv.to_string()));
                 return Ok(next);
             }
             if client_rv.is_some() {
@@ -575,9 +594,13 @@ impl<'a> Objects<'a> {
             // finalizers with its own (none for Background); no policy keeps them.
             let mut finalizers = current.clone();
             if let (Some(policy), false) = (opts.propagation, res.plural == "namespaces") {
-                finalizers.retain(|f| f != ORPHAN_FINALIZER && f != FOREGROUND_FINALIZER);
-                if let Some(f) = policy.finalizer() {
-                    finalizers.push(json!(f));
+                let wanted = policy.finalizer();
+                finalizers.retain(|f| {
+                    (f != ORPHAN_FINALIZER && f != FOREGROUND_FINALIZER)
+                        || wanted.is_some_and(|w| f == w)
+                });
+                if let Some(w) = wanted.filter(|w| !finalizers.iter().any(|f| f == w)) {
+                    finalizers.push(json!(w));
                 }
             }
             let changed = finalizers != current;
@@ -629,7 +652,7 @@ impl<'a> Objects<'a> {
             };
             let r = self.commit(txn).await?;
             if r.succeeded {
-                if pending {
+                if pending && !self.dry_run {
                     metadata_mut(&mut obj)
                         .insert("resourceVersion".into(), json!(r.revision.to_string()));
                 }
@@ -767,9 +790,13 @@ impl DeleteOptions {
                     match x.as_str() {
                         Some("All") => all = true,
                         Some(other) => {
-                            return Err(KubeError::bad_request(format!(
-                                "Invalid dryRun value {other:?}: supported values: \"All\""
-                            )))
+                            return Err(KubeError::invalid(
+                                "DeleteOptions",
+                                "",
+                                "dryRun",
+                                other,
+                                "supported values: \"All\"",
+                            ))
                         }
                         None => return Err(type_error("dryRun", "a list of strings")),
                     }

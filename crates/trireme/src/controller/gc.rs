@@ -35,8 +35,6 @@ pub const FOREGROUND: &str = "foregroundDeletion";
 
 /// How often discovery is read again for new (or removed) kinds.
 const DISCOVERY_EVERY: Duration = Duration::from_secs(10);
-/// A full pass even without events (a refused write is tried again by then).
-const RESYNC_EVERY: Duration = Duration::from_secs(30);
 /// The first pause before an object's refused action is tried again; it doubles up
 /// to [`MAX_BACKOFF`].
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -343,14 +341,27 @@ impl Backoff {
         self.until.remove(uid);
     }
 
-    /// When the next object's backoff ends.
-    fn next(&self) -> Option<tokio::time::Instant> {
-        self.until.values().map(|(t, _)| *t).min()
+    /// Cannot be done: not tried again before the longest pause.
+    fn skipped(&mut self, uid: &str, now: tokio::time::Instant) {
+        self.until
+            .insert(uid.to_string(), (now + MAX_BACKOFF, MAX_BACKOFF));
     }
 
-    /// Forgets objects that are no longer in the graph.
-    fn retain_in(&mut self, graph: &Graph) {
-        self.until.retain(|uid, _| graph.nodes.contains_key(uid));
+    /// When the next object's backoff ends, if one ends later than `now`.
+    fn next(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        self.until
+            .values()
+            .map(|(t, _)| *t)
+            .filter(|t| *t > now)
+            .min()
+    }
+
+    /// Forgets objects the plan no longer has an action for (their situation changed:
+    /// a new action starts without a pause).
+    fn retain_planned(&mut self, actions: &[Action]) {
+        let planned: std::collections::HashSet<&str> =
+            actions.iter().map(|a| a.node().uid.as_str()).collect();
+        self.until.retain(|uid, _| planned.contains(uid.as_str()));
     }
 }
 
@@ -368,7 +379,18 @@ impl Shared {
     }
 }
 
-type Informers = HashMap<String, (JoinHandle<()>, tokio::sync::watch::Receiver<bool>)>;
+/// The informer tasks by kind, with whether each has listed once. Dropped (the
+/// collector stopped, or its task was aborted), it stops them.
+#[derive(Default)]
+struct Informers(HashMap<String, (JoinHandle<()>, tokio::sync::watch::Receiver<bool>)>);
+
+impl Drop for Informers {
+    fn drop(&mut self) {
+        for (task, _) in self.0.values() {
+            task.abort();
+        }
+    }
+}
 
 /// Runs the collector until leadership is lost. Returns only then.
 pub async fn run(client: Client, leadership: Leadership) {
@@ -376,7 +398,7 @@ pub async fn run(client: Client, leadership: Leadership) {
         graph: Mutex::new(Graph::default()),
         changed: Notify::new(),
     });
-    let mut informers = Informers::new();
+    let mut informers = Informers::default();
     let mut discovery = Discovery::default();
     let mut next_discovery = tokio::time::Instant::now();
     let mut backoff = Backoff::default();
@@ -394,10 +416,10 @@ pub async fn run(client: Client, leadership: Leadership) {
             }
             next_discovery = tokio::time::Instant::now() + DISCOVERY_EVERY;
         }
-        let complete = !informers.is_empty() && informers.values().all(|(_, s)| *s.borrow());
+        let complete = !informers.0.is_empty() && informers.0.values().all(|(_, s)| *s.borrow());
         if complete && !was_complete {
             tracing::info!(
-                kinds = informers.len(),
+                kinds = informers.0.len(),
                 objects = shared.graph().len(),
                 "garbage collector: every kind listed"
             );
@@ -407,11 +429,8 @@ pub async fn run(client: Client, leadership: Leadership) {
         // rather than look each one up (a kind that cannot be listed must not stop
         // the collector for good).
         if (complete || started.elapsed() > PARTIAL_AFTER) && leadership.is_held() {
-            let actions = {
-                let g = shared.graph();
-                backoff.retain_in(&g);
-                plan(&g, complete)
-            };
+            let actions = plan(&shared.graph(), complete);
+            backoff.retain_planned(&actions);
             for action in actions {
                 let uid = action.node().uid.clone();
                 let now = tokio::time::Instant::now();
@@ -422,7 +441,8 @@ pub async fn run(client: Client, leadership: Leadership) {
                     break;
                 }
                 match act(&client, &discovery, &leadership, &action).await {
-                    Ok(Outcome::Done) | Ok(Outcome::Skip) => backoff.done(&uid),
+                    Ok(Outcome::Done) => backoff.done(&uid),
+                    Ok(Outcome::Skip) => backoff.skipped(&uid, now),
                     Ok(Outcome::Retry) => backoff.failed(&uid, now),
                     Err(e) => {
                         tracing::warn!(error = %e, object = %action.node().describe(), "garbage collector write failed");
@@ -431,12 +451,13 @@ pub async fn run(client: Client, leadership: Leadership) {
                 }
             }
         }
+        // A full pass follows every discovery read, so at least every 10 s.
         let now = tokio::time::Instant::now();
-        let mut wake = (now + RESYNC_EVERY).min(next_discovery);
+        let mut wake = next_discovery;
         if !complete {
             wake = wake.min(now + RETRY_AFTER);
         }
-        if let Some(t) = backoff.next() {
+        if let Some(t) = backoff.next(now) {
             wake = wake.min(t);
         }
         tokio::select! {
@@ -445,9 +466,7 @@ pub async fn run(client: Client, leadership: Leadership) {
             _ = tokio::time::sleep_until(wake) => {}
         }
     }
-    for (_, (task, _)) in informers {
-        task.abort();
-    }
+    drop(informers);
     tracing::info!("garbage collector stopped");
 }
 
@@ -464,12 +483,13 @@ async fn sync_informers(
         .map(|r| (kind_key(r), r))
         .collect();
     let gone: Vec<String> = informers
+        .0
         .keys()
         .filter(|k| !kinds.contains_key(*k))
         .cloned()
         .collect();
     for key in gone {
-        if let Some((task, _)) = informers.remove(&key) {
+        if let Some((task, _)) = informers.0.remove(&key) {
             task.abort();
             // Only once it has stopped can no late event put its nodes back.
             let _ = task.await;
@@ -478,7 +498,7 @@ async fn sync_informers(
         tracing::info!(kind = %key, "no longer served; its informer stopped");
     }
     for (key, kind) in kinds {
-        if informers.contains_key(&key) {
+        if informers.0.contains_key(&key) {
             continue;
         }
         let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
@@ -488,7 +508,7 @@ async fn sync_informers(
             Arc::new(kind.clone()),
             synced_tx,
         ));
-        informers.insert(key, (task, synced_rx));
+        informers.0.insert(key, (task, synced_rx));
     }
 }
 
@@ -650,6 +670,20 @@ async fn owners_gone(
     Ok(Outcome::Done)
 }
 
+/// How a dependent is deleted: in the foreground when its owner waits for it, and
+/// otherwise as its own finalizer asks (an explicit policy replaces the finalizers
+/// the collector works by, so Background would drop the dependent's own wish for its
+/// dependents; Kubernetes' collector keeps it the same way).
+fn delete_policy(node: &Node, owner_waits: bool) -> &'static str {
+    if owner_waits || node.has_finalizer(FOREGROUND) {
+        "Foreground"
+    } else if node.has_finalizer(ORPHAN) {
+        "Orphan"
+    } else {
+        "Background"
+    }
+}
+
 /// Does one action; writes only while `leadership` is held, checked just before.
 async fn act(
     client: &Client,
@@ -667,11 +701,7 @@ async fn act(
             if gone != Outcome::Done {
                 return Ok(gone);
             }
-            let policy = if *foreground {
-                "Foreground"
-            } else {
-                "Background"
-            };
+            let policy = delete_policy(node, *foreground);
             // The version the plan was made from: an object adopted or changed since
             // is not deleted (the next pass sees it as it is).
             let mut preconditions = json!({"uid": node.uid});
@@ -966,6 +996,19 @@ mod tests {
     }
 
     #[test]
+    fn a_dependent_is_deleted_keeping_its_own_wish_for_its_dependents() {
+        let plain = node("d", &[]);
+        assert_eq!(delete_policy(&plain, false), "Background");
+        assert_eq!(delete_policy(&plain, true), "Foreground");
+        let mut orphans = node("d", &[]);
+        orphans.finalizers.push(ORPHAN.into());
+        assert_eq!(delete_policy(&orphans, false), "Orphan");
+        let mut waits = node("d", &[]);
+        waits.finalizers.push(FOREGROUND.into());
+        assert_eq!(delete_policy(&waits, false), "Foreground");
+    }
+
+    #[test]
     fn finalizers_wait_until_every_kind_is_listed() {
         let g = graph(vec![deleting(node("o", &[]), ORPHAN)]);
         assert!(plan(&g, false).is_empty());
@@ -982,12 +1025,19 @@ mod tests {
         for _ in 0..20 {
             b.failed("x", now);
         }
-        assert_eq!(b.next(), Some(now + MAX_BACKOFF));
+        assert_eq!(b.next(now), Some(now + MAX_BACKOFF));
+        assert_eq!(
+            b.next(now + MAX_BACKOFF),
+            None,
+            "a pause that ended wakes nobody"
+        );
         b.done("x");
-        assert!(b.ready("x", now) && b.next().is_none());
-        b.failed("gone", now);
-        b.retain_in(&Graph::default());
-        assert!(b.next().is_none());
+        assert!(b.ready("x", now) && b.next(now).is_none());
+        b.skipped("y", now);
+        assert_eq!(b.next(now), Some(now + MAX_BACKOFF));
+        // An object the plan has nothing for any more is forgotten.
+        b.retain_planned(&[]);
+        assert!(b.next(now).is_none());
     }
 
     #[test]
