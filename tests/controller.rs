@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{run_bounded, Cluster, BIN};
+use support::{run_bounded, wait_child, Cluster, BIN};
 use trireme_client::{ApiResource, Client, ClientConfig, Kubeconfig, WatchParams};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -73,17 +73,13 @@ impl Controllers {
     /// Waits (bounded) for the process to exit; its exit code.
     fn wait_exit(&mut self, i: usize) -> Option<i32> {
         let mut c = self.children[i].take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s.code();
-            }
-            if Instant::now() > deadline {
+        match wait_child(&mut c, Duration::from_secs(30)) {
+            Some(s) => s.code(),
+            None => {
                 let _ = c.kill();
                 let _ = c.wait();
                 panic!("controller {i} did not exit:\n{}", self.log(i));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

@@ -160,18 +160,12 @@ impl Cluster {
         let mut c = self.members[i].child.take()?;
         let pid = nix::unistd::Pid::from_raw(c.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s.code();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let status = wait_child(&mut c, Duration::from_secs(20));
+        if status.is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
+        status.and_then(|s| s.code())
     }
 
     pub fn log(&self, i: usize) -> String {
@@ -292,6 +286,20 @@ impl Drop for Cluster {
         for i in 0..self.members.len() {
             self.kill(i);
         }
+    }
+}
+
+/// Waits up to `limit` for a child to exit; None if it still runs (it is left so).
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -423,17 +431,8 @@ impl Cluster {
 
     /// Waits (bounded) for replica `i`'s process to exit by itself; its exit code.
     pub fn wait_exit(&mut self, i: usize, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let child = self.members[i].child.as_mut()?;
-            if let Some(s) = child.try_wait().unwrap() {
-                self.members[i].child = None;
-                return s.code();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = wait_child(self.members[i].child.as_mut()?, limit)?;
+        self.members[i].child = None;
+        status.code()
     }
 }
