@@ -548,3 +548,66 @@ async fn dry_run_checks_every_write_and_stores_none() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(json_call(&f, "GET", &wet, None).await.0, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_allows_bookmarks_ends_with_one_at_its_timeout() {
+    let f = fixture().await;
+    ready(&f).await;
+    let (_, a) = json_call(&f, "POST", CMS, Some(cm("b1"))).await;
+    let rv = a["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let watch = |extra: &str| {
+        let req = Request::get(format!(
+            "{CMS}?watch=1&resourceVersion={rv}&timeoutSeconds=2{extra}"
+        ))
+        .body(Body::empty())
+        .unwrap();
+        app(f.state.clone()).oneshot(req)
+    };
+    let with = watch("&allowWatchBookmarks=true").await.unwrap();
+    let without = watch("").await.unwrap();
+    // A write the watch reports, then writes of another kind it does not.
+    json_call(&f, "POST", CMS, Some(cm("b2"))).await;
+    for i in 0..3 {
+        let secret = json!({"metadata": {"name": format!("s{i}")}, "data": {}});
+        json_call(
+            &f,
+            "POST",
+            "/api/v1/namespaces/default/secrets",
+            Some(secret),
+        )
+        .await;
+    }
+    let last_write = f.state.store.revision();
+    let lines = |resp: axum::response::Response| async move {
+        let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+            .await
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        String::from_utf8_lossy(&body)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let events = lines(with).await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["ADDED", "BOOKMARK"], "{events:?}");
+    let mark = &events[1]["object"];
+    assert_eq!(
+        (mark["kind"].as_str(), mark["apiVersion"].as_str()),
+        (Some("ConfigMap"), Some("v1"))
+    );
+    // Everything up to the last write was sent: the later Secrets moved it on.
+    let at: u64 = mark["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(at >= last_write, "{mark} before {last_write}");
+    // Not asked for: none.
+    let plain = lines(without).await;
+    assert!(plain.iter().all(|e| e["type"] != "BOOKMARK"), "{plain:?}");
+}

@@ -294,8 +294,14 @@ async fn dispatch(s: ApiState, req: Request) -> Result<Response, KubeError> {
                     })?)),
                     None => None,
                 };
-                return watch::watch(s.store.clone(), res, namespace, opts, timeout, as_table)
-                    .await;
+                let how = watch::How {
+                    timeout,
+                    as_table,
+                    bookmarks: q
+                        .get("allowWatchBookmarks")
+                        .is_some_and(|b| b == "true" || b == "1"),
+                };
+                return watch::watch(s.store.clone(), res, namespace, opts, how).await;
             }
             let listed = objects.list(res, ns, &opts).await?;
             if as_table {

@@ -1,7 +1,11 @@
 //! `?watch=1`: newline-delimited `{"type": ..., "object": ...}` events from the store's
 //! history, every event after the start revision once and in order. A start below the
 //! compaction point is HTTP 200 with one `ERROR` event carrying a 410 `Expired` Status,
-//! as kube-apiserver answers; the stream ends at `timeoutSeconds`.
+//! as kube-apiserver answers; the stream ends at `timeoutSeconds`. With
+//! `allowWatchBookmarks=true`, a `BOOKMARK` (the kind, and only a `resourceVersion`:
+//! everything up to it was sent) comes every minute and just before the timeout ends
+//! the stream, so a client resumes from there instead of an older revision the
+//! compactor may have removed (client-go's informers ask for them).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,16 +85,43 @@ impl Emitter {
     }
 }
 
+/// How often a watch that allows them gets a BOOKMARK (kube-apiserver: about a minute).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// A watch's options besides its selectors and start.
+pub struct How {
+    /// `timeoutSeconds`.
+    pub timeout: Option<Duration>,
+    /// The events' objects as Table rows.
+    pub as_table: bool,
+    /// `allowWatchBookmarks`.
+    pub bookmarks: bool,
+}
+
+/// A BOOKMARK event: the kind and the revision up to which everything was sent.
+fn bookmark(res: &Resource, revision: u64) -> Bytes {
+    line(
+        "BOOKMARK",
+        json!({
+            "kind": res.kind,
+            "apiVersion": res.api_version(),
+            "metadata": {"resourceVersion": revision.to_string()},
+        }),
+    )
+}
+
 pub async fn watch(
     store: Arc<KvStore>,
     res: &'static Resource,
     ns: Option<String>,
     opts: ListOptions,
-    timeout: Option<Duration>,
-    as_table: bool,
+    how: How,
 ) -> Result<Response, KubeError> {
     // A timeout past what `Instant` holds is no deadline.
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = how.timeout.and_then(|t| Instant::now().checked_add(t));
+    let as_table = how.as_table;
+    // Table rows have no place for one; kubectl does not ask for them.
+    let bookmarks = how.bookmarks && !as_table;
     let mut initial = Vec::new();
     let start = match opts.resource_version.as_deref() {
         None | Some("") | Some("0") => {
@@ -143,6 +174,7 @@ pub async fn watch(
         opts,
         as_table,
     };
+    let progress = watcher.progress();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
         for (obj, rev) in initial {
@@ -150,11 +182,33 @@ pub async fn watch(
                 return;
             }
         }
+        let mut next_bookmark = tokio::time::Instant::now() + BOOKMARK_EVERY;
         loop {
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), watcher.next()).await {
+            let end: Option<tokio::time::Instant> = deadline.map(Into::into);
+            let wake = match (bookmarks, end) {
+                (true, Some(e)) => Some(e.min(next_bookmark)),
+                (true, None) => Some(next_bookmark),
+                (false, e) => e,
+            };
+            let next = match wake {
+                // `Watcher::next` only waits between whole reads: cancelling it loses
+                // nothing.
+                Some(w) => match tokio::time::timeout_at(w, watcher.next()).await {
                     Ok(r) => r,
-                    Err(_) => return, // timeoutSeconds: end the stream
+                    Err(_) => {
+                        if bookmarks {
+                            // Everything up to the watcher's progress was sent above.
+                            let rev = progress.load(std::sync::atomic::Ordering::Acquire);
+                            if tx.send(bookmark(res, rev)).await.is_err() {
+                                return;
+                            }
+                            next_bookmark = tokio::time::Instant::now() + BOOKMARK_EVERY;
+                        }
+                        if end.is_some_and(|e| tokio::time::Instant::now() >= e) {
+                            return; // timeoutSeconds: end the stream
+                        }
+                        continue;
+                    }
                 },
                 None => watcher.next().await,
             };
