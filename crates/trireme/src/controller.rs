@@ -46,11 +46,14 @@ pub struct ControllerArgs {
     /// How often the Lease is tried (standbys) or renewed (the active process).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     leader_elect_retry_period: Duration,
+    /// The namespace of the Lease the candidates share.
     #[arg(long, default_value = "kube-system")]
     leader_elect_resource_namespace: String,
+    /// The name of the Lease the candidates share.
     #[arg(long, default_value = "trireme-controller")]
     leader_elect_resource_name: String,
-    /// This process's name in the Lease (default: host name and process id).
+    /// This process's name in the Lease, unique among the candidates (default: the
+    /// host name and a random suffix).
     #[arg(long)]
     identity: Option<String>,
 }
