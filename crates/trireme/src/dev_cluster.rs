@@ -211,7 +211,7 @@ fn spawn_controller(
 }
 
 /// Starts the controller again if it exited (it exits when it loses its Lease, e.g.
-/// while a majority of replicas is down).
+/// while a majority of replicas is down); fails if it could not start at all.
 fn keep_controller(
     args: &DevClusterArgs,
     exe: &Path,
@@ -222,6 +222,15 @@ fn keep_controller(
         let Some(status) = c.child.try_wait()? else {
             return Ok(());
         };
+        if status.code() == Some(2) {
+            // Its configuration (written here) is bad: starting it again would fail
+            // the same way, every half second.
+            bail!(
+                "the controller cannot start ({status}); end of {}:\n{}",
+                c.log.display(),
+                log_tail(&c.log, 5)
+            );
+        }
         eprintln!(
             "controller exited ({status}); starting it again (log {})",
             c.log.display()
