@@ -298,10 +298,14 @@ async fn controllers_elect_one_and_collect_garbage() {
         &["delete", "configmap", "owner3", "--cascade=foreground"],
     );
     let mut deleted = Vec::new();
-    while deleted.len() < 2 {
-        let ev = tokio::time::timeout(LIMIT, watch.next())
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    for _ in 0..100 {
+        if deleted.len() == 2 {
+            break;
+        }
+        let ev = tokio::time::timeout_at(deadline, watch.next())
             .await
-            .unwrap()
+            .expect("both deletions within the limit")
             .unwrap()
             .unwrap();
         if ev.kind == trireme_client::EventType::Deleted {
