@@ -423,6 +423,19 @@ impl Client {
         })
     }
 
+    /// Sends `body` as `content_type` and reads a JSON answer (see [`Client::json`]).
+    async fn json_with_body(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &'static str,
+        body: &Value,
+    ) -> Result<Value> {
+        let mut req = Req::new(method, path);
+        req.body = Some((content_type, body.to_string().into_bytes()));
+        self.json(&req).await
+    }
+
     async fn get_json(&self, path: &str) -> Result<Value> {
         self.json(&Req::new(Method::GET, path)).await
     }
@@ -534,9 +547,8 @@ impl Client {
         obj: &Value,
     ) -> Result<Value> {
         let path = res.path(Some(namespace.unwrap_or("default")), None);
-        let mut req = Req::new(Method::POST, &path);
-        req.body = Some(("application/json", obj.to_string().into_bytes()));
-        self.json(&req).await
+        self.json_with_body(Method::POST, &path, "application/json", obj)
+            .await
     }
 
     /// PATCH with `application/merge-patch+json`.
@@ -548,12 +560,8 @@ impl Client {
         patch: &Value,
     ) -> Result<Value> {
         let path = res.path(Some(namespace.unwrap_or("default")), Some(name));
-        let mut req = Req::new(Method::PATCH, &path);
-        req.body = Some((
-            "application/merge-patch+json",
-            patch.to_string().into_bytes(),
-        ));
-        self.json(&req).await
+        self.json_with_body(Method::PATCH, &path, "application/merge-patch+json", patch)
+            .await
     }
 
     /// PUT: replaces the object. With `metadata.resourceVersion` set, the server
@@ -566,9 +574,8 @@ impl Client {
         obj: &Value,
     ) -> Result<Value> {
         let path = res.path(Some(namespace.unwrap_or("default")), Some(name));
-        let mut req = Req::new(Method::PUT, &path);
-        req.body = Some(("application/json", obj.to_string().into_bytes()));
-        self.json(&req).await
+        self.json_with_body(Method::PUT, &path, "application/json", obj)
+            .await
     }
 
     /// DELETE one object; returns what the server answered (the deleted object).
@@ -593,9 +600,8 @@ impl Client {
         options: &Value,
     ) -> Result<Value> {
         let path = res.path(Some(namespace.unwrap_or("default")), Some(name));
-        let mut req = Req::new(Method::DELETE, &path);
-        req.body = Some(("application/json", options.to_string().into_bytes()));
-        self.json(&req).await
+        self.json_with_body(Method::DELETE, &path, "application/json", options)
+            .await
     }
 
     /// Creates the object if absent, else merge-patches it with the manifest (fields

@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::{Client, Error, Req, Result};
+use crate::{Client, Error, Result};
 
 /// One member of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +68,8 @@ fn members(endpoint: &str, v: &Value) -> Result<Vec<ClusterMember>> {
 
 impl Client {
     async fn post_json(&self, path: &'static str, body: Value) -> Result<Value> {
-        let mut req = Req::new(Method::POST, path);
-        req.body = Some(("application/json", body.to_string().into_bytes()));
-        self.json(&req).await
+        self.json_with_body(Method::POST, path, "application/json", &body)
+            .await
     }
 
     /// Every member (voters and learners), linearizable.

@@ -59,7 +59,7 @@ pub struct ControllerArgs {
 }
 
 pub fn main(args: ControllerArgs) -> ExitCode {
-    init_logging();
+    crate::replica::init_tracing_with("info", crate::config::LogFormat::Text);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -79,17 +79,6 @@ pub fn main(args: ControllerArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// The host name and a random suffix (as kube-controller-manager's host name and

@@ -157,21 +157,12 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     let mut replicas = Vec::new();
     for i in 1..=args.replicas {
         let name = replica_name(i);
-        let log = args.dir.join(format!("{name}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        let child = Command::new(&exe)
-            .arg("replica")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("replica")
             .arg("--config")
-            .arg(args.dir.join(format!("{name}.toml")))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("start {name}"))?;
-        replicas.push(Replica { name, child, log });
+            .arg(args.dir.join(format!("{name}.toml")));
+        let log = args.dir.join(format!("{name}.log"));
+        replicas.push(spawn_logged(name, cmd, log)?);
     }
     let mut controller = None;
     let result = supervise(&args, &exe, &mut replicas, &mut controller).await;
@@ -181,33 +172,38 @@ pub async fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Starts `cmd` with its output appended to `log`.
+fn spawn_logged(name: String, mut cmd: Command, log: PathBuf) -> anyhow::Result<Replica> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("start {name}"))?;
+    Ok(Replica { name, child, log })
+}
+
 /// `trireme controller` against every replica, logging to `D/controller.log`.
 fn spawn_controller(
     args: &DevClusterArgs,
     exe: &Path,
     endpoints: &[String],
 ) -> anyhow::Result<Replica> {
-    let log = args.dir.join("controller.log");
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)?;
-    let child = Command::new(exe)
-        .arg("controller")
+    let mut cmd = Command::new(exe);
+    cmd.arg("controller")
         .arg("--kubeconfig")
         .arg(args.dir.join("kubeconfig"))
         .arg("--endpoints")
-        .arg(endpoints.join(","))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .context("start the controller")?;
-    Ok(Replica {
-        name: "controller".into(),
-        child,
-        log,
-    })
+        .arg(endpoints.join(","));
+    spawn_logged(
+        "the controller".into(),
+        cmd,
+        args.dir.join("controller.log"),
+    )
 }
 
 /// Starts the controller again if it exited (it exits when it loses its Lease, e.g.

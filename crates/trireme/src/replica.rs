@@ -122,16 +122,21 @@ fn load(config: &Path, overrides: &Overrides) -> Result<(ReplicaConfig, Tls), Co
 }
 
 fn init_tracing(cfg: &ReplicaConfig) {
+    init_tracing_with(&cfg.log_filter, cfg.log_format);
+}
+
+/// Logs to stderr: `RUST_LOG`, else `filter`, else `info`; colours on a terminal.
+pub(crate) fn init_tracing_with(filter: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.log_filter))
+        .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = match cfg.log_format {
+    let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };

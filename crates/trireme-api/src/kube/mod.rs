@@ -352,11 +352,10 @@ async fn dispatch(s: ApiState, req: Request) -> Result<Response, KubeError> {
         (&Method::PATCH, Some(name)) => patch(&objects, res, ns, &name, headers, &body).await,
         (&Method::DELETE, Some(name)) => {
             let opts = delete_options(&body, &q)?;
-            let objects = Objects {
-                dry_run: objects.dry_run || opts.dry_run,
-                ..objects
-            };
-            let obj = objects.delete(res, ns, &name, &opts).await?;
+            let obj = objects
+                .dry_run_also(opts.dry_run)
+                .delete(res, ns, &name, &opts)
+                .await?;
             Ok(Json(obj).into_response())
         }
         (&Method::DELETE, None) => {
@@ -367,10 +366,7 @@ async fn dispatch(s: ApiState, req: Request) -> Result<Response, KubeError> {
                 propagation: given.propagation,
                 ..DeleteOptions::default()
             };
-            let objects = Objects {
-                dry_run: objects.dry_run || given.dry_run,
-                ..objects
-            };
+            let objects = objects.dry_run_also(given.dry_run);
             let opts = list_options(&q)?;
             let listed = objects.list(res, ns, &opts).await?;
             let mut deleted = Vec::new();

@@ -129,6 +129,14 @@ impl<'a> Objects<'a> {
         }
     }
 
+    /// A dry run also when `dry_run` (a DELETE's body can ask for one).
+    pub fn dry_run_also(self, dry_run: bool) -> Self {
+        Objects {
+            dry_run: self.dry_run || dry_run,
+            ..self
+        }
+    }
+
     /// Runs a write's transaction; on a dry run, only its compares (and the reads of
     /// its failure branch), so the answer says whether it would have succeeded and
     /// nothing is stored.

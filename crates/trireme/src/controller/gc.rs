@@ -129,9 +129,8 @@ impl Node {
     /// version of its group), name and, for a namespaced owner, the dependent's
     /// namespace. Kubernetes treats a reference to anything else as dangling.
     fn is_named_by(&self, r: &OwnerRef, dependent: &Node) -> bool {
-        let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
         self.kind.kind == r.kind
-            && self.kind.group == group
+            && self.kind.group == group_of(&r.api_version)
             && self.name == r.name
             && (self.namespace.is_none() || self.namespace == dependent.namespace)
     }
@@ -148,6 +147,16 @@ impl Node {
 #[derive(Debug, Default)]
 pub struct Graph {
     nodes: HashMap<String, Node>,
+}
+
+/// The group of an `apiVersion` ("" for the core group's `v1`).
+fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+/// Whether two resources are one kind (compared without building their keys).
+fn same_kind(a: &ApiResource, b: &ApiResource) -> bool {
+    a.plural == b.plural && a.group == b.group && a.version == b.version
 }
 
 fn kind_key(kind: &ApiResource) -> String {
@@ -172,8 +181,7 @@ impl Graph {
     }
 
     pub fn drop_kind(&mut self, kind: &ApiResource) {
-        let key = kind_key(kind);
-        self.nodes.retain(|_, n| kind_key(&n.kind) != key);
+        self.nodes.retain(|_, n| !same_kind(&n.kind, kind));
     }
 
     pub fn len(&self) -> usize {
@@ -228,9 +236,7 @@ pub fn plan(graph: &Graph, complete: bool) -> Vec<Action> {
     let mut actions = Vec::new();
     // owner uid -> (any dependent, any dependent that blocks the owner's deletion)
     let mut referred: HashMap<&str, (bool, bool)> = HashMap::new();
-    let mut nodes: Vec<&Node> = graph.nodes.values().collect();
-    nodes.sort_by(|a, b| a.uid.cmp(&b.uid));
-    for node in &nodes {
+    for node in graph.nodes.values() {
         if node.owners.is_empty() {
             continue;
         }
@@ -250,13 +256,13 @@ pub fn plan(graph: &Graph, complete: bool) -> Vec<Action> {
         }
         if !orphaning.is_empty() {
             actions.push(Action::DropRefs {
-                node: (*node).clone(),
+                node: node.clone(),
                 uids: orphaning,
                 confirm_gone: vec![],
             });
         } else if present == 0 && !node.deleting {
             actions.push(Action::Delete {
-                node: (*node).clone(),
+                node: node.clone(),
                 foreground: !waiting.is_empty(),
                 confirm_gone: absent,
             });
@@ -266,37 +272,58 @@ pub fn plan(graph: &Graph, complete: bool) -> Vec<Action> {
             let mut uids: Vec<String> = absent.iter().map(|r| r.uid.clone()).collect();
             uids.extend(waiting);
             actions.push(Action::DropRefs {
-                node: (*node).clone(),
+                node: node.clone(),
                 uids,
                 confirm_gone: absent,
             });
         }
     }
-    if !complete {
-        return actions;
+    if complete {
+        finalizer_actions(graph, &referred, &mut actions);
     }
-    for node in &nodes {
+    // Dependents first, then owners; by uid within each.
+    actions.sort_by(|a, b| a.order().cmp(&b.order()));
+    actions
+}
+
+/// The owners whose dependents are handled: their `orphan` or `foregroundDeletion`
+/// finalizer goes. `referred`: per owner uid, whether any dependent refers to it and
+/// whether one that blocks its deletion does.
+fn finalizer_actions(
+    graph: &Graph,
+    referred: &HashMap<&str, (bool, bool)>,
+    actions: &mut Vec<Action>,
+) {
+    for node in graph.nodes.values() {
         if !node.deleting {
             continue;
         }
         let (any, blocking) = referred.get(node.uid.as_str()).copied().unwrap_or_default();
         if node.has_finalizer(ORPHAN) && !any {
             actions.push(Action::RemoveFinalizer {
-                node: (*node).clone(),
+                node: node.clone(),
                 finalizer: ORPHAN,
             });
         }
         if node.has_finalizer(FOREGROUND) && !blocking && !node.has_finalizer(ORPHAN) {
             actions.push(Action::RemoveFinalizer {
-                node: (*node).clone(),
+                node: node.clone(),
                 finalizer: FOREGROUND,
             });
         }
     }
-    actions
 }
 
 impl Action {
+    /// Where the action goes in a pass: dependents' actions first, then owners'
+    /// finalizers; by uid within each.
+    fn order(&self) -> (bool, &str) {
+        (
+            matches!(self, Action::RemoveFinalizer { .. }),
+            self.node().uid.as_str(),
+        )
+    }
+
     fn node(&self) -> &Node {
         match self {
             Action::Delete { node, .. }
@@ -382,12 +409,19 @@ impl Shared {
 /// The informer tasks by kind, with whether each has listed once. Dropped (the
 /// collector stopped, or its task was aborted), it stops them.
 #[derive(Default)]
-struct Informers(HashMap<String, (JoinHandle<()>, tokio::sync::watch::Receiver<bool>)>);
+struct Informers(HashMap<String, Informer>);
+
+/// One kind's informer task, whether it has listed once, and its kind.
+struct Informer {
+    task: JoinHandle<()>,
+    synced: tokio::sync::watch::Receiver<bool>,
+    kind: Arc<ApiResource>,
+}
 
 impl Drop for Informers {
     fn drop(&mut self) {
-        for (task, _) in self.0.values() {
-            task.abort();
+        for i in self.0.values() {
+            i.task.abort();
         }
     }
 }
@@ -416,7 +450,7 @@ pub async fn run(client: Client, leadership: Leadership) {
             }
             next_discovery = tokio::time::Instant::now() + DISCOVERY_EVERY;
         }
-        let complete = !informers.0.is_empty() && informers.0.values().all(|(_, s)| *s.borrow());
+        let complete = !informers.0.is_empty() && informers.0.values().all(|i| *i.synced.borrow());
         if complete && !was_complete {
             tracing::info!(
                 kinds = informers.0.len(),
@@ -489,26 +523,27 @@ async fn sync_informers(
         .cloned()
         .collect();
     for key in gone {
-        if let Some((task, _)) = informers.0.remove(&key) {
-            task.abort();
+        if let Some(i) = informers.0.remove(&key) {
+            i.task.abort();
             // Only once it has stopped can no late event put its nodes back.
-            let _ = task.await;
+            let _ = i.task.await;
+            shared.graph().drop_kind(&i.kind);
         }
-        shared.graph().nodes.retain(|_, n| kind_key(&n.kind) != key);
         tracing::info!(kind = %key, "no longer served; its informer stopped");
     }
     for (key, kind) in kinds {
         if informers.0.contains_key(&key) {
             continue;
         }
-        let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+        let (synced_tx, synced) = tokio::sync::watch::channel(false);
+        let kind = Arc::new(kind.clone());
         let task = tokio::spawn(inform(
             client.clone(),
             shared.clone(),
-            Arc::new(kind.clone()),
+            kind.clone(),
             synced_tx,
         ));
-        informers.0.insert(key, (task, synced_rx));
+        informers.0.insert(key, Informer { task, synced, kind });
     }
 }
 
@@ -617,7 +652,7 @@ fn owner_kind<'a>(
     dependent: &Node,
     r: &OwnerRef,
 ) -> Option<(&'a ApiResource, Option<String>)> {
-    let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let group = group_of(&r.api_version);
     let kind = discovery
         .resolve_kind(&r.api_version, &r.kind)
         .ok()
